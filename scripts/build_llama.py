@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Build and install the patched llama.cpp / llama-cpp-python into a virtual environment.
+
+Stdlib only (it runs before anything is installed). Steps: fetch the pinned llama-cpp-python sdist
+from PyPI and check its sha256; extract it and apply patches/; build llama.cpp's libraries and the
+tools we use (test-backend-ops, llama-bench, llama-perplexity) with CMake, compiling native/ into
+ggml; install the sdist's Python package into the venv with those libraries. A stamp keyed by the
+sdist hash, the patches, native/ and the build flavour makes a second run with nothing changed a no-op.
+
+    python3 scripts/build_llama.py --python .venv/bin/python [--cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SDIST_NAME = "llama-cpp-python"
+SDIST_VERSION = "0.3.36"
+SDIST_FILE = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
+SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+TARGETS = ["llama", "ggml", "test-backend-ops", "llama-bench", "llama-perplexity"]
+CUDA_ARCHS_DEFAULT = "86;89;90"  # consumer Ampere/Ada and Hopper
+
+
+class BuildError(Exception):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("OSCAR_GGUF_CACHE", Path.home() / ".cache" / "oscar-gguf"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_hash(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.relative_to(ROOT).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def patch_files() -> list[Path]:
+    return sorted((ROOT / "patches").glob("*.patch"))
+
+
+def native_files() -> list[Path]:
+    return sorted(p for p in (ROOT / "native").iterdir() if p.suffix in (".c", ".h", ".cuh", ".cu"))
+
+
+def fetch_sdist(python: str) -> Path:
+    """Download the pinned sdist into the cache (once) and verify its hash."""
+    dest = cache_dir() / "downloads"
+    path = dest / SDIST_FILE
+    if not path.exists():
+        tmp = dest / "tmp-sdist"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        print(f"[oscar-gguf] downloading {SDIST_NAME}=={SDIST_VERSION} (sdist) from PyPI", flush=True)
+        subprocess.run([python, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q",
+                        "-d", str(tmp), f"{SDIST_NAME}=={SDIST_VERSION}"], check=True)
+        os.replace(tmp / SDIST_FILE, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+    check_sdist(path)
+    return path
+
+
+def check_sdist(path: Path) -> None:
+    digest = sha256_file(path)
+    if digest != SDIST_SHA256:
+        bad = path.with_name(path.name + ".bad")
+        os.replace(path, bad)
+        raise BuildError(f"sdist {path.name} has sha256 {digest}, expected {SDIST_SHA256}; "
+                         f"moved it to {bad} (delete it and run again)")
+
+
+def prepare_source(sdist: Path, key: str) -> Path:
+    """Extract the sdist and apply patches/ into a fixed source dir (fixed so build trees stay valid)."""
+    src = cache_dir() / "src" / "llama-cpp-python"
+    stamp = src / ".oscar-source-key"
+    if stamp.exists() and stamp.read_text() == key:
+        return src
+    tmp = src.with_name("llama-cpp-python.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    print(f"[oscar-gguf] extracting {sdist.name}", flush=True)
+    with tarfile.open(sdist) as tf:
+        tf.extractall(tmp, filter="data")
+    top = tmp / f"llama_cpp_python-{SDIST_VERSION}"
+    for p in patch_files():
+        r = subprocess.run(["git", "apply", "--whitespace=nowarn", str(p)], cwd=top, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BuildError(f"patch {p.name} does not apply to {SDIST_FILE}: {r.stderr.strip()}")
+    (top / ".oscar-source-key").write_text(key)
+    shutil.rmtree(src, ignore_errors=True)
+    os.replace(top, src)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return src
+
+
+def cmake_build(src: Path, cuda: bool, jobs: int) -> Path:
+    build = cache_dir() / "build" / ("cuda" if cuda else "cpu")
+    args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
+            "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=ON", "-DLLAMA_BUILD_TOOLS=ON",
+            "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF",
+            f"-DOSCAR_NATIVE_DIR={ROOT / 'native'}",
+            "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
+    if cuda:
+        archs = os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT)
+        args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
+    args += os.environ.get("OSCAR_CMAKE_ARGS", "").split()
+    print(f"[oscar-gguf] configuring llama.cpp ({'CUDA' if cuda else 'CPU'}) in {build}", flush=True)
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    print(f"[oscar-gguf] building {' '.join(TARGETS)} with {jobs} jobs (several minutes on 2 cores)", flush=True)
+    subprocess.run(["cmake", "--build", str(build), "-j", str(jobs), "--target", *TARGETS], check=True)
+    return build
+
+
+def site_llama_cpp(python: str) -> Path | None:
+    r = subprocess.run([python, "-c", "import importlib.util as u; s = u.find_spec('llama_cpp'); "
+                        "print(s.submodule_search_locations[0] if s else '')"], capture_output=True, text=True)
+    return Path(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip() else None
+
+
+def install(python: str, src: Path, build: Path, stamp: dict) -> None:
+    """pip-install the patched sdist's Python package (no second compile), then add our libraries."""
+    env = dict(os.environ, CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF")
+    print("[oscar-gguf] installing the patched llama-cpp-python package", flush=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(src)],
+                   check=True, env=env)
+    pkg = site_llama_cpp(python)
+    if pkg is None:
+        raise BuildError("llama_cpp did not import after installation")
+    lib = pkg / "lib"
+    lib.mkdir(exist_ok=True)
+    for so in sorted((build / "bin").glob("lib*.so*")):
+        shutil.copy2(so, lib / so.name)
+    tmp = lib / "oscar-build.json.tmp"
+    tmp.write_text(json.dumps(stamp, indent=2))
+    os.replace(tmp, lib / "oscar-build.json")
+
+
+def installed_stamp(python: str) -> dict | None:
+    pkg = site_llama_cpp(python)
+    try:
+        return json.loads((pkg / "lib" / "oscar-build.json").read_text()) if pkg else None
+    except (OSError, ValueError):
+        return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", default=sys.executable, help="interpreter of the target virtual environment")
+    ap.add_argument("--cuda", action="store_true", default=os.environ.get("OSCAR_CUDA", "0") == "1",
+                    help="build the CUDA backend too (or set OSCAR_CUDA=1)")
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", os.cpu_count() or 2)))
+    a = ap.parse_args()
+    patches, native = patch_files(), native_files()
+    source_key = hashlib.sha256((SDIST_SHA256 + tree_hash(patches)).encode()).hexdigest()
+    build_key = hashlib.sha256((source_key + tree_hash(native) + ("cuda" if a.cuda else "cpu")
+                                + os.environ.get("OSCAR_CMAKE_ARGS", "")
+                                + (os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT) if a.cuda else "")).encode()).hexdigest()
+    old = installed_stamp(a.python)
+    build_dir = cache_dir() / "build" / ("cuda" if a.cuda else "cpu")
+    if old and old.get("build_key") == build_key and all((build_dir / "bin" / t).exists() for t in TARGETS[2:]):
+        print(f"[oscar-gguf] patched llama.cpp is up to date (build {build_key[:12]})", flush=True)
+        return 0
+    try:
+        sdist = fetch_sdist(a.python)
+        src = prepare_source(sdist, source_key)
+        build = cmake_build(src, a.cuda, a.jobs)
+        commit = subprocess.run(["git", "-C", str(src / "vendor" / "llama.cpp"), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or "unknown"
+        stamp = {"build_key": build_key, "patch_set": tree_hash(patches)[:16], "native": tree_hash(native)[:16],
+                 "llama_cpp_commit": commit, "sdist": f"{SDIST_NAME}=={SDIST_VERSION}", "cuda": a.cuda,
+                 "build_dir": str(build)}
+        install(a.python, src, build, stamp)
+    except BuildError as e:
+        print(f"[oscar-gguf] error: {e}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as e:
+        print(f"[oscar-gguf] error: command failed ({e.returncode}): {' '.join(map(str, e.cmd))}", file=sys.stderr)
+        return 1
+    print(f"[oscar-gguf] installed patched llama.cpp {commit}, patch set {stamp['patch_set']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

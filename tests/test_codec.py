@@ -1,0 +1,129 @@
+"""The C codec against the NumPy model of the format, the Lloyd-Max theory, and bad input."""
+import math
+
+import numpy as np
+import pytest
+
+import numpy_ref as ref
+from oscar_gguf import codec
+from oscar_gguf.codebook import distortion, lloyd_max
+
+KINDS = {"oscar2": 2, "oscar3": 3, "oscar4": 4}
+
+
+def adversarial_rows() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    rows = [
+        np.zeros(64),
+        np.full(64, 3.0),
+        np.eye(64)[5] * 1e4,                       # one spike
+        np.where(np.arange(64) % 2, -1.0, 1.0),    # alternating signs
+        rng.standard_normal(64) * 1e-30,           # scale underflows fp16
+        rng.standard_normal(64) * 1e-6,            # fp16 subnormal scale
+        rng.standard_normal(64) * 1e5,             # scale overflows fp16: saturates
+        np.full(64, 3e38),                         # near FLT_MAX
+        np.r_[np.full(63, 1e-3), 1e3],             # sink-like outlier
+        rng.standard_t(2, 64) * 10,                # heavy tails
+        rng.standard_normal(64).astype(np.float16).astype(np.float64),
+    ]
+    return np.array(rows, dtype=np.float32)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_codebook_matches_lloyd_iteration(bits):
+    kind = f"oscar{bits}"
+    np.testing.assert_allclose(codec.levels(kind), lloyd_max(bits), rtol=0, atol=2e-7)
+
+
+def test_lloyd_max_distortion_matches_published_values():
+    # Max (1960): 0.1175, 0.03455, 0.009500 for 2, 3, 4 bits
+    assert [round(distortion(lloyd_max(b)), 4) for b in (2, 3, 4)] == [0.1175, 0.0345, 0.0095]
+
+
+@pytest.mark.parametrize("kind,bits", KINDS.items())
+@pytest.mark.parametrize("data", ["gaussian", "adversarial", "uniform", "lowrank"])
+def test_c_matches_numpy_reference(kind, bits, data):
+    rng = np.random.default_rng(bits)
+    x = {
+        "gaussian": lambda: rng.standard_normal((200, 256)),
+        "adversarial": adversarial_rows,
+        "uniform": lambda: rng.uniform(-1, 1, (50, 128)),
+        "lowrank": lambda: rng.standard_normal((40, 1)) * rng.standard_normal((1, 192)) + 0.01 * rng.standard_normal((40, 192)),
+    }[data]().astype(np.float32)
+    q = codec.quantize(x, kind)
+    codes_c, scales_c = ref.unpack(q, bits)
+    codes_r, scales_r = ref.encode(x, bits)
+    np.testing.assert_array_equal(codes_c, codes_r)
+    np.testing.assert_allclose(scales_c.astype(np.float32), scales_r.astype(np.float32), rtol=2 ** -10, atol=2 ** -24)
+    np.testing.assert_array_equal(ref.pack(codes_r, scales_c, bits), q.reshape(-1, ref.BLOCK_BYTES[bits]))
+    np.testing.assert_array_equal(codec.dequantize(q, kind, x.shape[-1]).ravel(), ref.decode(q, bits))
+
+
+@pytest.mark.parametrize("kind,bits", KINDS.items())
+def test_gaussian_error_is_lloyd_max_distortion(kind, bits):
+    x = np.random.default_rng(0).standard_normal((4000, 64)).astype(np.float32)
+    y = codec.dequantize(codec.quantize(x, kind), kind, 64)
+    rel = ((x - y) ** 2).sum() / (x ** 2).sum()
+    # Scaling a row to norm 8 puts its entries on a sphere, whose tails are lighter than N(0,1)'s:
+    # measured 1 %, 5 % and 6 % below the Lloyd-Max distortion for 2, 3 and 4 bits.
+    assert 0.92 * distortion(lloyd_max(bits)) <= rel <= 1.02 * distortion(lloyd_max(bits))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_norm_is_preserved(kind):
+    x = np.random.default_rng(1).standard_normal((100, 64)).astype(np.float32) * 7
+    y = codec.dequantize(codec.quantize(x, kind), kind, 64)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1), rtol=2e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_special_values(kind):
+    rows = np.zeros((6, 64), dtype=np.float32)
+    rows[1, 3] = np.nan
+    rows[2, :] = 1.0
+    rows[2, 7] = np.inf
+    rows[3, :] = -np.inf
+    rows[4, :] = 1e30
+    rows[5, :] = 1e-30
+    y = codec.dequantize(codec.quantize(rows, kind), kind, 64)
+    assert np.all(y[0] == 0)                      # zeros stay zeros
+    assert np.all(np.isnan(y[1]))                 # a NaN poisons its block: the norm is undefined
+    assert np.all(np.isfinite(y[2:]))             # infinities and huge values saturate, finite out
+    assert y[2, 7] == y[2].max() and y[2, 7] > 1000
+    assert np.all(y[3] < 0) and np.abs(y[3]).max() <= 65504 * 3
+    assert np.all(y[5] == 0)                      # scale underflows to zero
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dot_matches_dequantized_dot(kind):
+    rng = np.random.default_rng(3)
+    for n in (64, 128, 256):
+        x = rng.standard_normal(n).astype(np.float32)
+        y = rng.standard_normal(n).astype(np.float32)
+        q = codec.quantize(x, kind)
+        expect = float(codec.dequantize(q, kind, n).astype(np.float64) @ y)
+        assert codec.dot(q, y, kind) == pytest.approx(expect, rel=1e-5, abs=1e-4)
+
+
+def test_bits_per_element():
+    assert [codec.bits_per_element(k) for k in KINDS] == [2.25, 3.25, 4.25]
+
+
+def test_bad_arguments_raise_value_error():
+    x = np.zeros((2, 64), np.float32)
+    with pytest.raises(ValueError, match="valid types: f32"):
+        codec.quantize(x, "oscar5")
+    with pytest.raises(ValueError, match="not an OScaR type"):
+        codec.quantize(x, "q4_0")
+    with pytest.raises(ValueError, match="multiple of 64"):
+        codec.quantize(np.zeros((2, 65), np.float32), "oscar2")
+    with pytest.raises(ValueError, match="float"):
+        codec.quantize(np.zeros(64, dtype=object), "oscar2")
+    q = codec.quantize(x, "oscar3")
+    with pytest.raises(ValueError, match="bytes"):
+        codec.dequantize(q, "oscar3", 128)
+    with pytest.raises(ValueError, match="uint8"):
+        codec.dequantize(q.astype(np.int16), "oscar3", 64)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        codec.dequantize(q, "oscar3", 0)
+    assert math.isfinite(codec.bits_per_element("oscar2"))
