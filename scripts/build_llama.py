@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -122,11 +123,33 @@ def cmake_build(src: Path, cuda: bool, jobs: int) -> Path:
         archs = os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT)
         args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
     args += os.environ.get("OSCAR_CMAKE_ARGS", "").split()
-    print(f"[oscar-gguf] configuring llama.cpp ({'CUDA' if cuda else 'CPU'}) in {build}", flush=True)
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-    print(f"[oscar-gguf] building {' '.join(TARGETS)} with {jobs} jobs (several minutes on 2 cores)", flush=True)
-    subprocess.run(["cmake", "--build", str(build), "-j", str(jobs), "--target", *TARGETS], check=True)
+    build.mkdir(parents=True, exist_ok=True)
+    log = build / "oscar-build.log"
+    print(f"[oscar-gguf] configuring llama.cpp ({'CUDA' if cuda else 'CPU'}) in {build}; log: {log}", flush=True)
+    with open(log, "w") as f:
+        logged_run(args, f)
+        print(f"[oscar-gguf] building {' '.join(TARGETS)} with {jobs} jobs (about 10 minutes on 2 cores)", flush=True)
+        logged_run(["cmake", "--build", str(build), "-j", str(jobs), "--target", *TARGETS], f, progress=True)
     return build
+
+
+def logged_run(cmd: list[str], log, progress: bool = False) -> None:
+    """Run cmd with its output going to log; show ninja's [n/N] counter; on failure show the log's tail."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    tail: list[str] = []
+    for line in proc.stdout:
+        log.write(line)
+        tail = (tail + [line])[-40:]
+        m = re.match(r"\[(\d+)/(\d+)\]", line)
+        if progress and m and sys.stdout.isatty():
+            print(f"\r[oscar-gguf] compiling {m[1]}/{m[2]}", end="", flush=True)
+        elif progress and m and int(m[1]) % 25 == 0:
+            print(f"[oscar-gguf] compiling {m[1]}/{m[2]}", flush=True)
+    if progress and sys.stdout.isatty():
+        print(flush=True)
+    if proc.wait() != 0:
+        sys.stderr.write("".join(tail))
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def site_llama_cpp(python: str) -> Path | None:

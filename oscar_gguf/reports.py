@@ -1,0 +1,21 @@
+"""Write a result as JSON, a Markdown table and a PNG plot side by side, each atomically."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def write(report: dict, out_prefix: Path, markdown: Callable[[dict], str], plot: Callable[[dict, Path], None]) -> list[Path]:
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, writer in ((".json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n")),
+                           (".md", lambda p: p.write_text(markdown(report))),
+                           (".png", lambda p: plot(report, p))):
+        final = out_prefix.with_suffix(suffix)
+        tmp = final.with_name(final.stem + ".tmp" + suffix)
+        writer(tmp)
+        os.replace(tmp, final)
+        paths.append(final)
+    return paths

@@ -1,0 +1,96 @@
+"""The OScaR types inside the patched llama.cpp, driven through llama-cpp-python on the default model."""
+import numpy as np
+import pytest
+
+from oscar_gguf import evaluate
+from oscar_gguf.bench import expected_kv_bytes
+from oscar_gguf.chat import load
+
+OSCAR = ["oscar2", "oscar3", "oscar4"]
+PROMPT = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+
+
+@pytest.fixture(scope="module")
+def greedy_f16(smollm2_path):
+    with load(smollm2_path, kv="f16", ctx=512) as m:
+        return m.llm.tokenize(m.chat(PROMPT, max_tokens=24, temperature=0.0)["choices"][0]["message"]["content"].encode(), add_bos=False)
+
+
+@pytest.mark.parametrize("kv", OSCAR)
+def test_greedy_generation_follows_f16(smollm2_path, greedy_f16, kv):
+    with load(smollm2_path, kv=kv, ctx=512) as m:
+        assert m.cache.type_k == kv and m.cache.type_v == kv
+        assert m.cache.attn_rot_k == 1 and m.cache.attn_rot_v == 1  # llama.cpp's Hadamard rotation is on
+        out = m.chat(PROMPT, max_tokens=24, temperature=0.0)
+        text = out["choices"][0]["message"]["content"]
+        toks = m.llm.tokenize(text.encode(), add_bos=False)
+    assert "Paris" in text
+    assert toks[:4] == greedy_f16[:4]
+
+
+def test_mixed_k_and_v_types(smollm2_path):
+    with load(smollm2_path, kv_k="q8_0", kv_v="oscar3", ctx=256) as m:
+        assert (m.cache.type_k, m.cache.type_v) == ("q8_0", "oscar3")
+        assert m.chat(PROMPT, max_tokens=8, temperature=0.0)["choices"][0]["message"]["content"]
+
+
+def test_streaming_chat_is_openai_shaped(smollm2_path):
+    with load(smollm2_path, kv="oscar2", ctx=256) as m:
+        chunks = list(m.chat(PROMPT, stream=True, max_tokens=8, temperature=0.0))
+    assert chunks[0]["object"] == "chat.completion.chunk"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+
+
+@pytest.mark.parametrize("kv", ["f16", "q4_0"] + OSCAR)
+def test_kv_buffer_size_is_bits_times_elements(smollm2_path, kv):
+    with load(smollm2_path, kv=kv, ctx=1024) as m:
+        (cache,) = m.log.kv_caches()
+        k, v = expected_kv_bytes(m.shape, cache["cells"], cache["layers"], kv)
+    assert cache["type_k"] == kv and cache["cells"] == 1024 and cache["layers"] == 30
+    assert cache["k_mib"] == pytest.approx(k / 2 ** 20, abs=0.005)
+    assert cache["v_mib"] == pytest.approx(v / 2 ** 20, abs=0.005)
+
+
+def test_kld_orders_bits(smollm2_path, prose):
+    """oscar4 < oscar3 < oscar2 in KL divergence from the f16 cache, on real prose."""
+    types = ["f16"] + OSCAR
+    models = {t: load(smollm2_path, kv=t, ctx=512, logits_all=True) for t in types}
+    ref_llm = models["f16"].llm
+    toks = ref_llm.tokenize(prose.encode(), add_bos=True)
+    kld = {t: [] for t in OSCAR}
+    for c in range(2):
+        chunk = toks[c * 512:(c + 1) * 512]
+        ref = evaluate.chunk_logits(ref_llm, chunk)[256:-1]
+        for t in OSCAR:
+            kld[t].append(evaluate.compare(ref, evaluate.chunk_logits(models[t].llm, chunk)[256:-1], np.array(chunk[257:]))[0])
+    means = {t: float(np.concatenate(v).mean()) for t, v in kld.items()}
+    for m in models.values():
+        m.close()
+    assert 0 < means["oscar4"] < means["oscar3"] < means["oscar2"] < 1.0, means
+
+
+@pytest.mark.parametrize("kv", ["f16"] + OSCAR)
+def test_context_shift_requantizes_k_correctly(smollm2_path, prose, kv):
+    """Drop the first 96 cached tokens and shift the rest (llama.cpp's K-shift: dequantize, re-rope, requantize).
+    The next-token distribution must match a fresh evaluation of the same tokens as closely as the cache type allows."""
+    n, drop = 320, 96
+    with load(smollm2_path, kv=kv, ctx=512, logits_all=True) as m, load(smollm2_path, kv="f16", ctx=512, logits_all=True) as ref:
+        llm = m.llm
+        toks = llm.tokenize(prose.encode(), add_bos=False)[: n + 1]
+        llm.reset()
+        llm.eval(toks[:n])
+        assert llm._ctx.kv_cache_seq_rm(0, 0, drop)
+        llm._ctx.kv_cache_seq_shift(0, drop, n, -drop)
+        llm.n_tokens = n - drop
+        llm.eval(toks[n:n + 1])
+        shifted = np.array(llm.scores[n - drop])
+        fresh_same_type = evaluate.chunk_logits(llm, toks[drop:n + 1])[-1]
+        fresh_f16 = evaluate.chunk_logits(ref.llm, toks[drop:n + 1])[-1]
+    target = np.array([toks[n]])
+    kld_shift = evaluate.compare(fresh_f16[None], shifted[None], target)[0][0]
+    kld_plain = evaluate.compare(fresh_f16[None], fresh_same_type[None], target)[0][0]
+    assert np.isfinite(shifted).all()
+    if kv == "f16":
+        assert kld_shift < 1e-3
+    else:
+        assert kld_shift < 3 * kld_plain + 0.02, (kld_shift, kld_plain)
