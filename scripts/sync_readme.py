@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Copy the committed result tables (docs/*.md, written by oscar-gguf eval/bench) into README.md."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = ["docs/eval-smollm2-ctx2048.md", "docs/bench-cpu-smollm2.md"]
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def results_block() -> str:
+    parts = []
+    for rel in TABLES:
+        parts.append(f"From [`{rel}`]({rel}) (command and raw data in the `.json` beside it):\n\n"
+                     + (ROOT / rel).read_text().strip() + "\n")
+    return BEGIN + "\n" + "\n".join(parts) + END
+
+
+def synced(readme: str) -> str:
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + results_block() + tail
+
+
+if __name__ == "__main__":
+    path = ROOT / "README.md"
+    path.write_text(synced(path.read_text()))
