@@ -112,16 +112,47 @@ void oscar_quantize_row(int bits, const float * x, void * y, int64_t n) {
     }
 }
 
+// Decoding runs once per (query, cached row) pair in CPU flash attention, so each width gets a
+// loop over whole code bytes instead of a per-element switch.
+static void dequantize_block(int bits, const uint8_t * b, float * y) {
+    const float * L  = oscar_levels_of(bits);
+    const float   d  = oscar_half_to_float(oscar_block_scale(b));
+    const uint8_t * qs = b + 2;
+    float lut[16];
+    for (int k = 0; k < (1 << bits); k++) lut[k] = d * L[k];
+    if (bits == 4) {
+        for (int j = 0; j < 32; j++) {
+            y[j]      = lut[qs[j] & 15];
+            y[j + 32] = lut[qs[j] >> 4];
+        }
+    } else if (bits == 2) {
+        for (int j = 0; j < 16; j++) {
+            const int q = qs[j];
+            y[j]      = lut[q & 3];
+            y[j + 16] = lut[(q >> 2) & 3];
+            y[j + 32] = lut[(q >> 4) & 3];
+            y[j + 48] = lut[q >> 6];
+        }
+    } else {
+        for (int j = 0; j < 16; j++) {
+            const int q  = qs[j];
+            const int h0 = (qs[16 + j % 8] >> (j / 8)) & 1;      // element j
+            const int h1 = (qs[16 + j % 8] >> (2 + j / 8)) & 1;  // element j + 16
+            const int h2 = (qs[16 + j % 8] >> (4 + j / 8)) & 1;  // element j + 32
+            const int h3 = (qs[16 + j % 8] >> (6 + j / 8)) & 1;  // element j + 48
+            y[j]      = lut[(q & 3) | h0 << 2];
+            y[j + 16] = lut[((q >> 2) & 3) | h1 << 2];
+            y[j + 32] = lut[((q >> 4) & 3) | h2 << 2];
+            y[j + 48] = lut[(q >> 6) | h3 << 2];
+        }
+    }
+}
+
 void oscar_dequantize_row(int bits, const void * x, float * y, int64_t n) {
     const size_t    nbytes = oscar_block_bytes(bits);
-    const float *   levels = oscar_levels_of(bits);
     const uint8_t * in     = (const uint8_t *) x;
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        const uint8_t * b = in + ib * nbytes;
-        const float     d = oscar_half_to_float(oscar_block_scale(b));
-        for (int i = 0; i < OSCAR_QK; i++) {
-            y[ib * OSCAR_QK + i] = d * levels[oscar_code(bits, b + 2, i)];
-        }
+        dequantize_block(bits, in + ib * nbytes, y + ib * OSCAR_QK);
     }
 }
 
