@@ -1,7 +1,8 @@
 """CPU decode speed at context depth and KV buffer sizes, all cache types side by side in one run.
 
-For every depth and type: fill the cache with `depth` tokens of prose, then time `n_decode` single-token
-decode steps (batch 1, like generation). Types are interleaved per depth and repeated so drift hits all alike.
+For every depth and type: fill the cache with `depth` tokens of prose (extending the previous depth's cache),
+then time `n_decode` single-token decode steps (batch 1, like generation), dropping them again between repeats.
+Types are interleaved per depth and repeated so machine drift hits all of them alike.
 """
 from __future__ import annotations
 
@@ -48,13 +49,19 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
     prompt = models[types[0]].llm.tokenize(text, add_bos=True)[: max(depths)]
     decode_ids = prompt[1:n_decode + 1]
     rates: dict[str, dict[int, list[float]]] = {t: {d: [] for d in depths} for t in types}
-    with tqdm(total=len(depths) * repeats * len(types), desc="decode timing", file=sys.stderr) as bar:
-        for d in depths:
+    filled = {t: 0 for t in types}
+    with tqdm(total=len(depths) * (1 + repeats) * len(types), desc="prefill + decode timing", file=sys.stderr) as bar:
+        for d in sorted(depths):
+            for t in types:  # extend each cache to depth d (eval first drops cells at positions >= n_tokens)
+                llm = models[t].llm
+                llm.n_tokens = filled[t]
+                llm.eval(prompt[filled[t]:d])
+                filled[t] = d
+                bar.update(1)
             for _ in range(repeats):
                 for t in types:
                     llm = models[t].llm
-                    llm.reset()
-                    llm.eval(prompt[:d])
+                    llm.n_tokens = d
                     start = time.perf_counter()
                     for tok in decode_ids:
                         llm.eval([tok])

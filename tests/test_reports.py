@@ -1,0 +1,35 @@
+"""The eval and bench commands end to end on a tiny budget (their outputs are committed under docs/)."""
+import json
+
+import pytest
+
+from oscar_gguf import bench, cli, evaluate
+
+
+def test_eval_writes_json_markdown_and_plot(tmp_path):
+    out = tmp_path / "ev"
+    assert cli.main(["eval", "--kv", "q4_0,oscar2", "--ctx", "256", "--max-chunks", "1", "--min-chunks", "1",
+                     "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert list(report["results"]) == ["f16", "q4_0", "oscar2"]
+    assert report["results"]["f16"]["kld"] == 0 and report["results"]["oscar2"]["kld"] > 0
+    assert report["corpus"]["documents"] and report["scored_tokens_per_type"] == 127
+    assert "| oscar2 | 2.25 |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_reports_speeds_and_exact_kv_sizes():
+    report = bench.run("smollm2", ["q4_0", "oscar2"], [64, 128], n_decode=2, repeats=1)
+    for t, r in report["results"].items():
+        assert set(r["decode_tok_s"]) == {"64", "128"} and all(v > 0 for v in r["decode_tok_s"].values())
+        assert r["k_mib_reported"] == pytest.approx(r["k_mib_expected"], abs=0.005)
+        assert r["v_mib_reported"] == pytest.approx(r["v_mib_expected"], abs=0.005)
+    assert "relative to q4_0" in bench.markdown(report)
+
+
+def test_compare_is_zero_for_identical_logits():
+    import numpy as np
+
+    logits = np.random.default_rng(0).standard_normal((5, 100)).astype(np.float32)
+    kld, nll, top1 = evaluate.compare(logits, logits, np.arange(5))
+    assert np.allclose(kld, 0) and top1.all() and (nll > 0).all()
