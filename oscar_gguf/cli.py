@@ -65,30 +65,31 @@ def cmd_chat(a) -> int:
     return 0
 
 
+def publish(report: dict, out: Path, kind) -> int:
+    """Record the command line, write .json/.md/.png, print the table."""
+    from . import reports
+
+    report["command"] = "oscar-gguf " + " ".join(sys.argv[1:])
+    for p in reports.write(report, out, kind.markdown, kind.plot):
+        print(f"wrote {p}", file=sys.stderr)
+    print(kind.markdown(report))
+    return 0
+
+
 def cmd_eval(a) -> int:
-    from . import evaluate, reports
+    from . import evaluate
 
     report = evaluate.run(a.model, _types(a.kv), a.ctx, max_chunks=a.max_chunks, min_chunks=a.min_chunks,
                           threads=a.threads, n_gpu_layers=a.gpu_layers)
-    report["command"] = "oscar-gguf " + " ".join(sys.argv[1:])
-    out = Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}")
-    for p in reports.write(report, out, evaluate.markdown, evaluate.plot):
-        print(f"wrote {p}", file=sys.stderr)
-    print(evaluate.markdown(report))
-    return 0
+    return publish(report, Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}"), evaluate)
 
 
 def cmd_bench(a) -> int:
-    from . import bench, reports
+    from . import bench
 
     report = bench.run(a.model, _types(a.kv), [int(d) for d in a.depths.split(",")], n_decode=a.n_decode,
                        repeats=a.repeats, threads=a.threads)
-    report["command"] = "oscar-gguf " + " ".join(sys.argv[1:])
-    out = Path(a.out or f"bench-cpu-{Path(str(a.model)).stem}")
-    for p in reports.write(report, out, bench.markdown, bench.plot):
-        print(f"wrote {p}", file=sys.stderr)
-    print(bench.markdown(report))
-    return 0
+    return publish(report, Path(a.out or f"bench-cpu-{Path(str(a.model)).stem}"), bench)
 
 
 def parser() -> argparse.ArgumentParser:
