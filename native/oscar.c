@@ -148,9 +148,35 @@ static void dequantize_block(int bits, const uint8_t * b, float * y) {
     }
 }
 
+#ifdef OSCAR_X86
+// ggml-base is built for the baseline ISA, so the AVX2 decoder is chosen at run time.
+OSCAR_AVX2 static void dequantize_block_avx2(int bits, const uint8_t * b, float * y) {
+    float lut[16] = { 0 };
+    const float d = oscar_half_to_float(oscar_block_scale(b));
+    const float * L = oscar_levels_of(bits);
+    for (int k = 0; k < (1 << bits); k++) lut[k] = d * L[k];
+    const __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8);
+    __m256i idx[8];
+    oscar_codes_avx2(bits, b + 2, idx);
+    for (int j = 0; j < 8; j++) _mm256_storeu_ps(y + 8 * j, oscar_lut_avx2(idx[j], lo, hi));
+}
+
+static int have_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return cached;
+}
+#endif
+
 void oscar_dequantize_row(int bits, const void * x, float * y, int64_t n) {
     const size_t    nbytes = oscar_block_bytes(bits);
     const uint8_t * in     = (const uint8_t *) x;
+#ifdef OSCAR_X86
+    if (have_avx2()) {
+        for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) dequantize_block_avx2(bits, in + ib * nbytes, y + ib * OSCAR_QK);
+        return;
+    }
+#endif
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
         dequantize_block(bits, in + ib * nbytes, y + ib * OSCAR_QK);
     }
