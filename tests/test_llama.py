@@ -102,3 +102,20 @@ def test_context_shift_requantizes_k_correctly(smollm2_path, prose, kv):
         assert kld_shift < 0.01  # f16 rounding of the re-roped K
     else:  # K is quantized a second time: measured 1.1-2.5x the unshifted error for q4_0 and oscar types
         assert kld_shift < 3 * kld_kept + 0.02, (kld_shift, kld_kept)
+
+
+def test_gemma3_head_dim_256_and_sliding_window_caches():
+    """Gemma 3: head size 256 (four blocks per head) and two caches (sliding-window and global layers)."""
+    outs = {}
+    for kv in ("f16", "oscar3"):
+        with load("gemma3-270m", kv=kv, ctx=1024) as m:
+            caches = m.log.kv_caches()
+            assert len(caches) == 2 and all(c["type_k"] == kv for c in caches)
+            for c in caches:
+                k, v = expected_kv_bytes(m.shape, c["cells"], c["layers"], kv)
+                assert c["k_mib"] == pytest.approx(k / 2 ** 20, abs=0.005)
+                assert c["v_mib"] == pytest.approx(v / 2 ** 20, abs=0.005)
+            assert kv == "f16" or m.cache.attn_rot_k == 1
+            text = m.llm.create_completion("The capital of France is", max_tokens=8, temperature=0)["choices"][0]["text"]
+            outs[kv] = m.llm.tokenize(text.encode(), add_bos=False)
+    assert outs["oscar3"][:3] == outs["f16"][:3]
