@@ -26,7 +26,7 @@ fi
 py=.venv/bin/python
 
 # The oscar_gguf package (and liboscar through scikit-build-core), reinstalled only when its sources change.
-pkg_key=$(cat pyproject.toml CMakeLists.txt native/* oscar_gguf/*.py | sha256sum | cut -d' ' -f1)
+pkg_key=$(cat pyproject.toml CMakeLists.txt native/* oscar_gguf/*.py models/* | sha256sum | cut -d" " -f1)
 if [ "$(cat .venv/.oscar-gguf-key 2>/dev/null)" != "$pkg_key" ]; then
     echo "[oscar-gguf] installing the oscar_gguf package"
     $py -m pip install -q --upgrade pip

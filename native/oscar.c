@@ -5,20 +5,6 @@
 #include <float.h>
 #include <math.h>
 
-// Lloyd-Max reconstruction levels for N(0,1); oscar_gguf/codebook.py recomputes them by Lloyd's
-// iteration and tests/test_codebook.py checks that they agree with these tables.
-const float oscar_levels2[4] = {
-    -1.510417608f, -0.452780035f, 0.452780035f, 1.510417608f,
-};
-const float oscar_levels3[8] = {
-    -2.151945705f, -1.343909279f, -0.756005281f, -0.245094179f,
-     0.245094179f,  0.756005281f,  1.343909279f,  2.151945705f,
-};
-const float oscar_levels4[16] = {
-    -2.732589571f, -2.069017227f, -1.618046386f, -1.256231197f, -0.942340456f, -0.656759119f, -0.388048299f, -0.128395030f,
-     0.128395030f,  0.388048299f,  0.656759119f,  0.942340456f,  1.256231197f,  1.618046386f,  2.069017227f,  2.732589571f,
-};
-
 #define OSCAR_FP16_NAN 0x7e00u
 #define OSCAR_FP16_MAX 0x7bffu
 
@@ -158,7 +144,7 @@ OSCAR_AVX2 static void dequantize_block_avx2(int bits, const uint8_t * b, float 
     const __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8);
     __m256i idx[8];
     oscar_codes_avx2(bits, b + 2, idx);
-    for (int j = 0; j < 8; j++) _mm256_storeu_ps(y + 8 * j, oscar_lut_avx2(idx[j], lo, hi));
+    for (int j = 0; j < 8; j++) _mm256_storeu_ps(y + 8 * j, oscar_lut_avx2(bits, idx[j], lo, hi));
 }
 
 static int have_avx2(void) {

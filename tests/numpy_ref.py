@@ -11,9 +11,8 @@ LEVELS = {b: np.array(lloyd_max(b), dtype=np.float32) for b in (2, 3, 4)}
 
 
 def _scale_to_fp16(scale: np.ndarray) -> np.ndarray:
-    s32 = scale.astype(np.float32)
-    with np.errstate(over="ignore"):
-        h = s32.astype(np.float16)
+    with np.errstate(over="ignore"):  # scales beyond float32/fp16 range saturate below
+        h = scale.astype(np.float32).astype(np.float16)
     h[np.isinf(h)] = np.float16(65504.0)  # saturate instead of overflowing (scales are never negative)
     return h
 
