@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
-# Set up oscar-gguf on a fresh Linux machine: system packages, .venv, the patched llama.cpp
+# Set up oscar-gguf on a fresh Linux machine: optional system packages, .venv, the patched llama.cpp
 # (llama-cpp-python 0.3.36 + patches/, compiled with native/), and the oscar_gguf package.
 # Re-running with nothing changed rebuilds nothing. OSCAR_CUDA=1 builds the CUDA backend too.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-missing=()
-command -v cmake >/dev/null || missing+=(cmake)
-command -v ninja >/dev/null || missing+=(ninja-build)
-command -v ccache >/dev/null || missing+=(ccache)
-command -v git >/dev/null || missing+=(git)
-[ -d /usr/share/doc/python3-doc/html ] || missing+=(python3-doc)   # evaluation and calibration prose
-if [ ${#missing[@]} -gt 0 ]; then
+# System packages: git (applies the patches) is required; ccache (faster rebuilds) and Debian's python3-doc
+# (evaluation prose, which oscar_gguf.corpus can also fetch without root) are installed when we can.
+command -v git >/dev/null || { echo "[oscar-gguf] git is required (apt-get install git)" >&2; exit 1; }
+wanted=()
+command -v ccache >/dev/null || wanted+=(ccache)
+[ -d /usr/share/doc/python3-doc/html ] || wanted+=(python3-doc)
+if [ ${#wanted[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else sudo="none"; fi
     if [ "$sudo" = none ]; then
-        echo "[oscar-gguf] please install: ${missing[*]} (apt-get install ${missing[*]})" >&2
-        exit 1
+        echo "[oscar-gguf] not root: skipping optional system packages ${wanted[*]}"
+    else
+        echo "[oscar-gguf] installing system packages: ${wanted[*]}"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${wanted[@]}" >/dev/null
     fi
-    echo "[oscar-gguf] installing system packages: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -34,4 +34,6 @@ if [ "$(cat .venv/.oscar-gguf-key 2>/dev/null)" != "$pkg_key" ]; then
     echo "$pkg_key" > .venv/.oscar-gguf-key
 fi
 
-$py scripts/build_llama.py --python "$py"
+# CMake and Ninja from PyPI when the system has none.
+for tool in cmake ninja; do command -v $tool >/dev/null || [ -x .venv/bin/$tool ] || $py -m pip install -q $tool; done
+PATH="$PWD/.venv/bin:$PATH" $py scripts/build_llama.py --python "$py"

@@ -107,6 +107,8 @@ def markdown(report: dict) -> str:
         for t, r in res.items():
             lines.append(f"| {t} | " + " | ".join(
                 f"{r['decode_tok_s'][str(d)] / res['q4_0']['decode_tok_s'][str(d)]:.2f}" for d in depths) + " |")
+    if "command" in report:
+        lines += ["", f"Command: `{report['command']}`"]
     return "\n".join(lines) + "\n"
 
 

@@ -65,11 +65,13 @@ def cmd_chat(a) -> int:
     return 0
 
 
-def publish(report: dict, out: Path, kind) -> int:
+def publish(report: dict, out: Path, kind, argv: list[str]) -> int:
     """Record the command line, write .json/.md/.png, print the table."""
+    import shlex
+
     from . import reports
 
-    report["command"] = "oscar-gguf " + " ".join(sys.argv[1:])
+    report["command"] = shlex.join(["oscar-gguf", *argv])
     for p in reports.write(report, out, kind.markdown, kind.plot):
         print(f"wrote {p}", file=sys.stderr)
     print(kind.markdown(report))
@@ -81,7 +83,7 @@ def cmd_eval(a) -> int:
 
     report = evaluate.run(a.model, _types(a.kv), a.ctx, max_chunks=a.max_chunks, min_chunks=a.min_chunks,
                           threads=a.threads, n_gpu_layers=a.gpu_layers)
-    return publish(report, Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}"), evaluate)
+    return publish(report, Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}"), evaluate, a.argv)
 
 
 def cmd_bench(a) -> int:
@@ -89,7 +91,21 @@ def cmd_bench(a) -> int:
 
     report = bench.run(a.model, _types(a.kv), [int(d) for d in a.depths.split(",")], n_decode=a.n_decode,
                        repeats=a.repeats, threads=a.threads)
-    return publish(report, Path(a.out or f"bench-cpu-{Path(str(a.model)).stem}"), bench)
+    return publish(report, Path(a.out or f"bench-cpu-{Path(str(a.model)).stem}"), bench, a.argv)
+
+
+def cmd_render(a) -> int:
+    """Redraw the .md and .png of a saved eval or bench report from its .json."""
+    import json
+
+    from . import bench, evaluate, reports
+
+    path = Path(a.report)
+    report = json.loads(path.read_text())
+    kind = bench if "depths" in report else evaluate
+    for p in reports.write(report, path.with_suffix(""), kind.markdown, kind.plot):
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,11 +150,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", help="output prefix for .json/.md/.png")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("render", help="redraw the .md/.png of a saved eval or bench .json")
+    p.add_argument("report")
+    p.set_defaults(fn=cmd_render)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = parser().parse_args(argv)
+    a.argv = argv
     try:
         return a.fn(a)
     except (ValueError, RuntimeError, OSError) as e:

@@ -114,13 +114,16 @@ def markdown(report: dict) -> str:
     q4 = res.get("q4_0", {}).get("kld")
     lines = [f"Model `{report['model_file']}`, context {report['ctx']}, {report['chunks']} chunks, "
              f"{report['scored_tokens_per_type']} scored tokens per type; text: Debian `{report['corpus']['package']}` "
-             f"{report['corpus']['version']} ({len(report['corpus']['documents'])} documents).", "",
+             f"{report['corpus']['version']} ({len(report['corpus']['documents'])} documents). "
+             "The CI is over tokens (1.96 standard errors of the per-token KLD).", "",
              "| KV type | bits/element | mean KLD vs f16 | 95 % CI | KLD / q4_0 | PPL | top-1 agreement |",
              "|---|---|---|---|---|---|---|"]
     for t, r in res.items():
         ratio = f"{r['kld'] / q4:.2f}" if q4 and t != "f16" else "-"
         lines.append(f"| {t} | {r['bits_per_element']:.2f} | {r['kld']:.5f} | ±{r['kld_ci95']:.5f} | {ratio} | "
                      f"{r['ppl']:.3f} | {100 * r['top1']:.2f} % |")
+    if "command" in report:
+        lines += ["", f"Command: `{report['command']}`"]
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,9 @@ def test_eval_writes_json_markdown_and_plot(tmp_path):
     assert report["corpus"]["documents"] and report["scored_tokens_per_type"] == 127
     assert "| oscar2 | 2.25 |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    out.with_suffix(".md").unlink()
+    assert cli.main(["render", str(out.with_suffix(".json"))]) == 0
+    assert "Command: `oscar-gguf eval --kv q4_0,oscar2 --ctx 256" in out.with_suffix(".md").read_text()
 
 
 def test_bench_reports_speeds_and_exact_kv_sizes():
