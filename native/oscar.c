@@ -2,81 +2,6 @@
 #include "oscar.h"
 #include "oscar_impl.h"
 
-#include <float.h>
-#include <math.h>
-
-#define OSCAR_FP16_NAN 0x7e00u
-#define OSCAR_FP16_MAX 0x7bffu
-
-// float32 -> fp16, round to nearest even; finite values that would round to infinity saturate.
-static uint16_t float_to_half_sat(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    const uint32_t ax   = x & 0x7fffffffu;
-    if (ax > 0x7f800000u) return OSCAR_FP16_NAN;
-    if (ax >= 0x477ff000u) return sign | OSCAR_FP16_MAX;  // >= 65520 rounds to inf: saturate
-    if (ax < 0x38800000u) {                                  // below the smallest normal fp16
-        if (ax < 0x33000000u) return sign;                   // below half the smallest subnormal
-        const uint32_t e     = ax >> 23;
-        const uint32_t man   = (ax & 0x7fffff) | 0x800000;
-        const uint32_t shift = 126 - e;                      // value / 2^-24 = man * 2^(e - 126)
-        uint32_t h = man >> (shift);
-        const uint32_t rem  = man & ((1u << shift) - 1);
-        const uint32_t half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1))) h++;
-        return sign | (uint16_t)h;
-    }
-    uint32_t h = ((ax >> 13) - (112u << 10));
-    const uint32_t rem = ax & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
-    return sign | (uint16_t)h;
-}
-
-static void quantize_block(int bits, const float * x, uint8_t * out) {
-    const int     nl     = 1 << bits;
-    const float * levels = oscar_levels_of(bits);
-    double v[OSCAR_QK];
-    double ss = 0.0;
-    int    nan = 0;
-    for (int i = 0; i < OSCAR_QK; i++) {
-        float xi = x[i];
-        if (isnan(xi)) nan = 1;
-        else if (isinf(xi)) xi = copysignf(FLT_MAX, xi);
-        v[i] = xi;
-        ss  += v[i] * v[i];
-    }
-    const size_t nbytes = oscar_block_bytes(bits);
-    memset(out, 0, nbytes);
-    uint16_t d = 0;
-    if (nan) {
-        d = OSCAR_FP16_NAN;
-    } else if (ss > 0.0) {
-        // Thresholds are midpoints between neighbouring float levels, compared in double.
-        double thr[15];
-        for (int k = 0; k < nl - 1; k++) thr[k] = 0.5 * ((double) levels[k] + (double) levels[k + 1]);
-        const double norm = sqrt(ss);
-        const double inv  = 8.0 / norm;  // sqrt(OSCAR_QK) / ||x||
-        double lv2 = 0.0;
-        uint8_t * qs = out + 2;
-        for (int i = 0; i < OSCAR_QK; i++) {
-            const double u = v[i] * inv;
-            int c = 0;
-            for (int k = 0; k < nl - 1; k++) c += u > thr[k];
-            lv2 += (double) levels[c] * (double) levels[c];
-            switch (bits) {
-                case 2: qs[i % 16] |= (uint8_t)(c << (2 * (i / 16))); break;
-                case 3: qs[i % 16] |= (uint8_t)((c & 3) << (2 * (i / 16)));
-                        qs[16 + i % 8] |= (uint8_t)((c >> 2) << (i / 8)); break;
-                default: qs[i % 32] |= (uint8_t)(c << (4 * (i / 32))); break;
-            }
-        }
-        d = float_to_half_sat((float)(norm / sqrt(lv2)));
-    }
-    out[0] = (uint8_t)(d & 0xff);
-    out[1] = (uint8_t)(d >> 8);
-}
-
 size_t oscar_block_bytes(int bits) {
     switch (bits) {
         case 2: return OSCAR2_BLOCK_BYTES;
@@ -94,7 +19,7 @@ void oscar_quantize_row(int bits, const float * x, void * y, int64_t n) {
     const size_t nbytes = oscar_block_bytes(bits);
     uint8_t * out = (uint8_t *) y;
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        quantize_block(bits, x + ib * OSCAR_QK, out + ib * nbytes);
+        oscar_quantize_block(bits, oscar_levels_of(bits), x + ib * OSCAR_QK, out + ib * nbytes);
     }
 }
 

@@ -1,4 +1,4 @@
-// Internal helpers shared by oscar.c and oscar_dot.c (not part of the API).
+// Host-side helpers shared by oscar.c and oscar_dot.c (not part of the API).
 #ifndef OSCAR_IMPL_H
 #define OSCAR_IMPL_H
 
@@ -8,60 +8,25 @@
 #include <immintrin.h>
 #endif
 
-// Lloyd-Max reconstruction levels for N(0,1), zero-padded to 16 so SIMD code can load two 8-lane halves.
-// oscar_gguf/codebook.py recomputes them by Lloyd's iteration; tests/test_codec.py checks the agreement.
-static const float oscar_levels2[16] = {
-    -1.510417608f, -0.452780035f, 0.452780035f, 1.510417608f,
-};
-static const float oscar_levels3[16] = {
-    -2.151945705f, -1.343909279f, -0.756005281f, -0.245094179f,
-     0.245094179f,  0.756005281f,  1.343909279f,  2.151945705f,
-};
-static const float oscar_levels4[16] = {
-    -2.732589571f, -2.069017227f, -1.618046386f, -1.256231197f, -0.942340456f, -0.656759119f, -0.388048299f, -0.128395030f,
-     0.128395030f,  0.388048299f,  0.656759119f,  0.942340456f,  1.256231197f,  1.618046386f,  2.069017227f,  2.732589571f,
-};
+#include "oscar_block.h"
+
+// Host codebooks, zero-padded to 16 so SIMD code can load two 8-lane halves.
+static const float oscar_levels2[16] = { OSCAR_LEVELS2 };
+static const float oscar_levels3[16] = { OSCAR_LEVELS3 };
+static const float oscar_levels4[16] = { OSCAR_LEVELS4 };
 
 static inline float oscar_half_to_float(uint16_t h) {
 #if defined(__F16C__)
     return _cvtsh_ss(h);
+#else
+    return oscar_half_to_float_portable(h);
 #endif
-    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    const uint32_t exp  = (h >> 10) & 0x1f;
-    uint32_t       man  = h & 0x3ff;
-    uint32_t       bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112) << 23) | (man << 13);
-    } else if (man == 0) {
-        bits = sign;
-    } else {  // subnormal: renormalize
-        int e = 113;
-        while (!(man & 0x400)) { man <<= 1; e--; }
-        bits = sign | ((uint32_t)e << 23) | ((man & 0x3ff) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-// Code of element i of a block's code bytes (layout in oscar.h).
-static inline int oscar_code(int bits, const uint8_t * qs, int i) {
-    switch (bits) {
-        case 2:  return (qs[i % 16] >> (2 * (i / 16))) & 3;
-        case 3:  return ((qs[i % 16] >> (2 * (i / 16))) & 3) | (((qs[16 + i % 8] >> (i / 8)) & 1) << 2);
-        default: return (qs[i % 32] >> (4 * (i / 32))) & 15;
-    }
 }
 
 static inline const float * oscar_levels_of(int bits) {
     return bits == 2 ? oscar_levels2 : bits == 3 ? oscar_levels3 : oscar_levels4;
 }
 
-static inline uint16_t oscar_block_scale(const uint8_t * block) {
-    return (uint16_t)(block[0] | (block[1] << 8));
-}
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(OSCAR_PORTABLE_C)
 #define OSCAR_X86 1

@@ -16,4 +16,4 @@ time cmake --build $work/build -j "$(nproc)" --target test-backend-ops llama-ben
     || { grep -E "error|Error" "$out/build.log" | head -40; exit 1; }
 $work/build/bin/test-backend-ops -b CUDA0 -p oscar > "$out/test-backend-ops-cuda.log" 2>&1
 echo "test-backend-ops rc=$?"
-grep -E "tests passed|not supported|FAIL|Backend" "$out/test-backend-ops-cuda.log" | sort | uniq -c | sort -rn | head -20
+bash scripts/gpu_summary.sh "$out/test-backend-ops-cuda.log" "$out/gpu.txt" | tee "$out/summary.md"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Summarise a test-backend-ops log of the OScaR cases: bash scripts/gpu_summary.sh LOG GPU_TXT > docs/gpu-check-<gpu>.md
+set -euo pipefail
+log=$1; gpu=$2
+strip() { sed 's/\x1b\[[0-9;]*m//g' "$log"; }
+echo "# test-backend-ops -b CUDA0 -p oscar"
+echo
+echo "Machine: $(tail -1 "$gpu"). Produced by scripts/gpu_check.sh (bundle from scripts/gpu_bundle.py)."
+echo
+echo '```'
+strip | grep -E "tests passed|Backend CUDA0"
+for op in SET_ROWS CPY GET_ROWS FLASH_ATTN_EXT; do
+    echo "$op: $(strip | grep -E "^  $op\(.*oscar" | grep -c ': OK') OK, $(strip | grep -E "^  $op\(.*oscar" | grep -c 'FAIL') FAIL, $(strip | grep -E "^  $op\(.*oscar" | grep -c 'not supported') not supported"
+done
+echo '```'
