@@ -29,6 +29,8 @@ SDIST_FILE = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 TARGETS = ["llama", "ggml", "test-backend-ops", "llama-bench", "llama-perplexity"]
 CUDA_ARCHS_DEFAULT = "86;89;90"  # consumer Ampere/Ada and Hopper
+# flash-attention vec-kernel K-V pairs compiled for CUDA: upstream's defaults plus the OScaR pairs
+CUDA_FA_QUANTS = "q4_0-q4_0;q8_0-q8_0;bf16-bf16;oscar2-oscar2;oscar3-oscar3;oscar4-oscar4;oscar3-oscar2;q8_0-oscar2;q8_0-oscar3"
 
 
 class BuildError(Exception):
@@ -121,7 +123,7 @@ def cmake_build(src: Path, cuda: bool, jobs: int) -> Path:
             "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
     if cuda:
         archs = os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT)
-        args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}"]
+        args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}", f"-DGGML_CUDA_FA_QUANTS={CUDA_FA_QUANTS}"]
     args += os.environ.get("OSCAR_CMAKE_ARGS", "").split()
     build.mkdir(parents=True, exist_ok=True)
     log = build / "oscar-build.log"

@@ -11,6 +11,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 cmake -S $work/llama.cpp -B $work/build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES="$archs" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_TOOLS=ON \
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+    -DGGML_CUDA_FA_QUANTS="$(python3 -c 'import sys; sys.path.insert(0, "scripts"); import build_llama; print(build_llama.CUDA_FA_QUANTS)')" \
     -DOSCAR_NATIVE_DIR="$PWD/native" > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
 time cmake --build $work/build -j "$(nproc)" --target test-backend-ops llama-bench > "$out/build.log" 2>&1 \
     || { grep -E "error|Error" "$out/build.log" | head -40; exit 1; }
