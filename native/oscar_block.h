@@ -8,13 +8,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "oscar.h"
+
 #if defined(__CUDACC__)
 #define OSCAR_HD static inline __host__ __device__
 #else
 #define OSCAR_HD static inline
 #endif
-
-#define OSCAR_QK_ 64  // == OSCAR_QK (oscar.h), repeated so this header stands alone in CUDA code
 
 // Lloyd-Max reconstruction levels for N(0,1); oscar_gguf/codebook.py recomputes them by Lloyd's iteration
 // and tests/test_codec.py checks the agreement. Lists, so host tables and CUDA __constant__ tables share them.
@@ -81,16 +81,18 @@ OSCAR_HD uint16_t oscar_block_scale(const uint8_t * block) {
     return (uint16_t)(block[0] | (block[1] << 8));
 }
 
+// Infinities count as the largest finite float of their sign, so a block with one stays finite.
+OSCAR_HD float oscar_clamp_inf(float x) { return isinf(x) ? copysignf(FLT_MAX, x) : x; }
+
 // Quantize 64 floats into one block (2 + 8*bits bytes) with the codebook `levels` (2^bits entries).
 // NaN anywhere -> NaN scale; +-Inf counts as +-FLT_MAX; all zeros -> zero scale; norm math in double.
 OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float * x, uint8_t * out) {
     const int nl = 1 << bits;
     double ss = 0.0;
     int    nan = 0;
-    for (int i = 0; i < OSCAR_QK_; i++) {
-        float xi = x[i];
-        if (isnan(xi)) nan = 1;
-        else if (isinf(xi)) xi = copysignf(FLT_MAX, xi);
+    for (int i = 0; i < OSCAR_QK; i++) {
+        const float xi = oscar_clamp_inf(x[i]);
+        nan |= isnan(xi);
         ss += (double) xi * (double) xi;
     }
     for (int i = 0; i < 2 + 8 * bits; i++) out[i] = 0;
@@ -104,10 +106,8 @@ OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float *
         const double inv  = 8.0 / norm;  // sqrt(64) / ||x||
         double lv2 = 0.0;
         uint8_t * qs = out + 2;
-        for (int i = 0; i < OSCAR_QK_; i++) {
-            float xi = x[i];
-            if (isinf(xi)) xi = copysignf(FLT_MAX, xi);
-            const double u = (double) xi * inv;
+        for (int i = 0; i < OSCAR_QK; i++) {
+            const double u = (double) oscar_clamp_inf(x[i]) * inv;
             int c = 0;
             for (int k = 0; k < nl - 1; k++) c += u > thr[k];
             lv2 += (double) levels[c] * (double) levels[c];
