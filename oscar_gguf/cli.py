@@ -65,14 +65,14 @@ def cmd_chat(a) -> int:
     return 0
 
 
-def publish(report: dict, out: Path, kind, argv: list[str]) -> int:
-    """Record the command line, write .json/.md/.png, print the table."""
+def publish(report: dict, out: Path, kind, argv: list[str], plot: bool = True) -> int:
+    """Record the command line, write .json/.md/.png (the plot can be drawn later with render), print the table."""
     import shlex
 
     from . import reports
 
     report["command"] = shlex.join(["oscar-gguf", *argv])
-    for p in reports.write(report, out, kind.markdown, kind.plot):
+    for p in reports.write(report, out, kind.markdown, kind.plot if plot else None):
         print(f"wrote {p}", file=sys.stderr)
     print(kind.markdown(report))
     return 0
@@ -83,15 +83,22 @@ def cmd_eval(a) -> int:
 
     report = evaluate.run(a.model, _types(a.kv), a.ctx, max_chunks=a.max_chunks, min_chunks=a.min_chunks,
                           threads=a.threads, n_gpu_layers=a.gpu_layers)
-    return publish(report, Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}"), evaluate, a.argv)
+    return publish(report, Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}"), evaluate, a.argv, not a.no_plot)
 
 
 def cmd_bench(a) -> int:
     from . import bench
 
+    prefill = None
+    if a.prefill:
+        depth, _, n = a.prefill.partition(":")
+        prefill = (int(depth), int(n or 2048))
     report = bench.run(a.model, _types(a.kv), [int(d) for d in a.depths.split(",")], n_decode=a.n_decode,
-                       repeats=a.repeats, threads=a.threads)
-    return publish(report, Path(a.out or f"bench-cpu-{Path(str(a.model)).stem}"), bench, a.argv)
+                       repeats=a.repeats, threads=a.threads, n_gpu_layers=a.gpu_layers, prefill=prefill,
+                       random_tokens=a.random_tokens, sequential=a.sequential, n_batch=a.n_batch,
+                       attention=a.attention)
+    where = "cuda" if a.gpu_layers else "cpu"
+    return publish(report, Path(a.out or f"bench-{where}-{Path(str(a.model)).stem}"), bench, a.argv, not a.no_plot)
 
 
 def cmd_render(a) -> int:
@@ -118,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
     def common(p, kv_default):
         p.add_argument("--model", default=DEFAULT_MODEL, help="registry name or path to a .gguf file")
         p.add_argument("--kv", default=kv_default, help=f"KV cache type(s): {kinds}")
-        p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU")
+        p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
 
     p = sub.add_parser("chat", help="chat with a model (interactive, or one-shot with --prompt)")
     common(p, "oscar2")
@@ -140,15 +147,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-chunks", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", help="output prefix for .json/.md/.png")
+    p.add_argument("--no-plot", action="store_true", help="write .json and .md only (draw later with render)")
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("bench", help="CPU decode tokens/s at context depths, KV buffer sizes")
+    p = sub.add_parser("bench", help="decode tokens/s at context depths, prefill at depth, KV buffer sizes")
     common(p, "f16,q4_0,oscar4,oscar3,oscar2")
     p.add_argument("--depths", default="512,2048,4096")
     p.add_argument("--n-decode", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--n-batch", type=int, default=512, help="batch and micro-batch size for filling the cache")
+    p.add_argument("--prefill", help="DEPTH:N also times an N-token prompt on top of DEPTH cached tokens")
+    p.add_argument("--random-tokens", action="store_true", help="random token ids (placeholder-vocabulary models)")
+    p.add_argument("--sequential", action="store_true", help="load one cache type at a time (large models)")
+    p.add_argument("--attention", action="store_true",
+                   help="CUDA: also time the flash-attention kernel at 128K context (test-backend-ops perf)")
     p.add_argument("--out", help="output prefix for .json/.md/.png")
+    p.add_argument("--no-plot", action="store_true", help="write .json and .md only (draw later with render)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("render", help="redraw the .md/.png of a saved eval or bench .json")

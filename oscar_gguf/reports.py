@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Callable
 
 
-def write(report: dict, out_prefix: Path, markdown: Callable[[dict], str], plot: Callable[[dict, Path], None]) -> list[Path]:
+def write(report: dict, out_prefix: Path, markdown: Callable[[dict], str],
+          plot: Callable[[dict, Path], None] | None) -> list[Path]:
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for suffix, writer in ((".json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n")),
-                           (".md", lambda p: p.write_text(markdown(report))),
-                           (".png", lambda p: plot(report, p))):
+    writers = [(".json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n")),
+               (".md", lambda p: p.write_text(markdown(report)))]
+    if plot is not None:
+        writers.append((".png", lambda p: plot(report, p)))
+    for suffix, writer in writers:
         final = out_prefix.with_suffix(suffix)
         tmp = final.with_name(final.stem + ".tmp" + suffix)
         writer(tmp)

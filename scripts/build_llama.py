@@ -8,6 +8,9 @@ ggml; install the sdist's Python package into the venv with those libraries. A s
 sdist hash, the patches, native/ and the build flavour makes a second run with nothing changed a no-op.
 
     python3 scripts/build_llama.py --python .venv/bin/python [--cuda]
+
+Offline (the GPU machine has no network): --source DIR uses a tree already extracted and patched
+(scripts/gpu_bundle.py packs one) and --offline installs the Python package without an index or build isolation.
 """
 from __future__ import annotations
 
@@ -114,6 +117,15 @@ def prepare_source(sdist: Path, key: str) -> Path:
     return src
 
 
+def source_tree(src: Path, key: str) -> Path:
+    """A tree prepared elsewhere: it must carry the key of this sdist and these patches."""
+    have = (src / ".oscar-source-key").read_text() if (src / ".oscar-source-key").exists() else None
+    if have != key:
+        raise BuildError(f"{src} was not prepared from {SDIST_FILE} with these patches/ "
+                         f"(source key {have and have[:12]}, expected {key[:12]}); make it again")
+    return src.resolve()
+
+
 def cmake_build(src: Path, cuda: bool, jobs: int) -> Path:
     build = cache_dir() / "build" / ("cuda" if cuda else "cpu")
     args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
@@ -160,11 +172,12 @@ def site_llama_cpp(python: str) -> Path | None:
     return Path(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip() else None
 
 
-def install(python: str, src: Path, build: Path, stamp: dict) -> None:
+def install(python: str, src: Path, build: Path, stamp: dict, offline: bool = False) -> None:
     """pip-install the patched sdist's Python package (no second compile), then add our libraries."""
     env = dict(os.environ, CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF")
     print("[oscar-gguf] installing the patched llama-cpp-python package", flush=True)
-    subprocess.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(src)],
+    extra = ["--no-index", "--no-build-isolation"] if offline else []
+    subprocess.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", *extra, str(src)],
                    check=True, env=env)
     pkg = site_llama_cpp(python)
     if pkg is None:
@@ -191,6 +204,8 @@ def main() -> int:
     ap.add_argument("--python", default=sys.executable, help="interpreter of the target virtual environment")
     ap.add_argument("--cuda", action="store_true", default=os.environ.get("OSCAR_CUDA", "0") == "1",
                     help="build the CUDA backend too (or set OSCAR_CUDA=1)")
+    ap.add_argument("--source", type=Path, help="an extracted, patched llama-cpp-python tree (skips the download)")
+    ap.add_argument("--offline", action="store_true", help="install without a package index or build isolation")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", os.cpu_count() or 2)))
     a = ap.parse_args()
     patches, native = patch_files(), native_files()
@@ -204,15 +219,14 @@ def main() -> int:
         print(f"[oscar-gguf] patched llama.cpp is up to date (build {build_key[:12]})", flush=True)
         return 0
     try:
-        sdist = fetch_sdist(a.python)
-        src = prepare_source(sdist, source_key)
+        src = source_tree(a.source, source_key) if a.source else prepare_source(fetch_sdist(a.python), source_key)
         build = cmake_build(src, a.cuda, a.jobs)
         commit = subprocess.run(["git", "-C", str(src / "vendor" / "llama.cpp"), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip() or "unknown"
         stamp = {"build_key": build_key, "patch_set": tree_hash(patches)[:16], "native": tree_hash(native)[:16],
                  "llama_cpp_commit": commit, "sdist": f"{SDIST_NAME}=={SDIST_VERSION}", "cuda": a.cuda,
                  "build_dir": str(build)}
-        install(a.python, src, build, stamp)
+        install(a.python, src, build, stamp, a.offline)
     except BuildError as e:
         print(f"[oscar-gguf] error: {e}", file=sys.stderr)
         return 1

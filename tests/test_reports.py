@@ -27,7 +27,17 @@ def test_bench_reports_speeds_and_exact_kv_sizes():
         assert set(r["decode_tok_s"]) == {"64", "128"} and all(v > 0 for v in r["decode_tok_s"].values())
         assert r["k_mib_reported"] == pytest.approx(r["k_mib_expected"], abs=0.005)
         assert r["v_mib_reported"] == pytest.approx(r["v_mib_expected"], abs=0.005)
-    assert "relative to q4_0" in bench.markdown(report)
+    assert "Relative to q4_0" in bench.markdown(report)
+
+
+def test_bench_sequential_with_prefill_at_depth(tmp_path):
+    out = tmp_path / "b"
+    assert cli.main(["bench", "--kv", "f16,oscar3", "--depths", "0,64", "--prefill", "64:32", "--n-decode", "2",
+                     "--repeats", "1", "--sequential", "--random-tokens", "--no-plot", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["prefill"] == {"depth": 64, "tokens": 32} and report["sequential"]
+    assert all(r["prefill_tok_s"] > 0 and r["decode_tok_s"]["0"] > 0 for r in report["results"].values())
+    assert not out.with_suffix(".png").exists() and "prefill 32 @ 64" in out.with_suffix(".md").read_text()
 
 
 def test_compare_is_zero_for_identical_logits():

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The GPU machine's side of issue 3's checks (device tool; no network there). Prepare here with
+#   ./install.sh && python3 scripts/gpu_bundle.py
+# then make these device calls back to back (the machine is given back ~30 s after a call returns):
+#   1. carry [".carry/src", ".carry/a"]  command: bash scripts/gpu_run.sh start [archs]
+#      unpacks, installs our package, and starts the pipeline below in the background (setsid);
+#   2. carry [".carry/b"]                command: bash scripts/gpu_run.sh feed
+#      delivers the model's second half and the evaluation text;
+#   3. no carry, repeated until it says "pipeline finished": bash scripts/gpu_run.sh wait
+#      waits (up to 9 minutes a call) and returns results.tar.gz and pipeline.log in $OUT.
+# Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
+# scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
+# PIPELINE_STAGES (default "build check e2e bench") picks stages.
+set -uo pipefail
+W=/root/oscar-gpu
+export OSCAR_GGUF_CACHE=$W/cache PYTHONUNBUFFERED=1
+res=$W/results
+# llama_cpp before numpy: see scripts/gpu_e2e.py
+cli() { python3 -c 'import llama_cpp, sys; from oscar_gguf.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
+log() { echo "[$(date +%T)] $*" | tee -a $W/pipeline.log; }
+
+stage_build() {
+    OSCAR_CUDA_ARCHS=${ARCHS:-90} python3 scripts/build_llama.py --python python3 --cuda --offline \
+        --source $W/llama-cpp-python > $res/build.log 2>&1 || { tail -40 $res/build.log; return 1; }
+    cli info > $res/info.txt 2>&1
+}
+
+stage_check() {
+    local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $res/gpu.txt
+    $bin/test-backend-ops -b CUDA0 -p oscar > $res/test-backend-ops-cuda.log 2>&1
+    log "test-backend-ops rc=$?"
+    bash scripts/gpu_summary.sh $res/test-backend-ops-cuda.log $res/gpu.txt > $res/gpu-check.md
+}
+
+stage_e2e() {
+    for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
+    [ -f $W/fed ] || { log "no model second half (feed call missing)"; return 1; }
+    python3 scripts/gpu_e2e.py $W/smollm2.gguf $res/e2e > $res/e2e.log 2>&1
+}
+
+stage_bench() {
+    [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
+    cli bench --model $W/llama8b.gguf --gpu-layers -1 \
+        --kv f16,q8_0,q4_0,oscar4,oscar3,oscar2 --depths 0,4096,16384,32768,65536,131072 --prefill 32768:2048 \
+        --n-batch 2048 --random-tokens --sequential --attention --no-plot --out $res/bench-cuda-llama8b > $res/bench.log 2>&1
+}
+
+pipeline() {
+    for s in ${PIPELINE_STAGES:-build check e2e bench}; do
+        log "stage $s"
+        stage_$s || log "stage $s FAILED"
+    done
+    log "pipeline finished"
+}
+
+case "${1:-}" in
+start)
+    rm -rf $W; mkdir -p $W/cache $res
+    cp .carry/a/model.part0 $W/
+    tar xzf .carry/src/llama-src.tar.gz -C $W
+    python3 -m pip install -q --no-index --no-deps .carry/src/wheels/*.whl 2>&1 | tail -3
+    python3 -m pip install -q --no-index --no-deps --no-build-isolation . 2>&1 | tail -3
+    cp -r . $W/repo  # the pipeline runs from its own copy: later calls replace the working tree
+    (cd $W/repo && ARCHS=${2:-90} setsid nohup bash scripts/gpu_run.sh pipeline > $W/nohup.log 2>&1 < /dev/null &)
+    log "started pipeline in the background"
+    ;;
+feed)
+    cat $W/model.part0 .carry/b/model.part1 > $W/smollm2.gguf.tmp
+    mv $W/smollm2.gguf.tmp $W/smollm2.gguf
+    log "model sha256 $(sha256sum $W/smollm2.gguf | cut -c1-16)"
+    c=$OSCAR_GGUF_CACHE/corpus; mkdir -p $c/x
+    cp .carry/b/*.deb $c/ && for d in $c/*.deb; do dpkg-deb -x $d $c/x; done && mv $c/x $c/python3-doc
+    touch $W/fed
+    ;;
+pipeline)
+    pipeline
+    ;;
+wait)
+    for _ in $(seq 540); do grep -q "pipeline finished" $W/pipeline.log 2>/dev/null && break; sleep 1; done
+    tar czf $OUT/results.tar.gz -C $W results
+    cp $W/pipeline.log $OUT/
+    for f in $res/*.log; do echo "== $f"; tail -c 400 $f | tr '\r' '\n' | tail -3; done
+    cat $W/pipeline.log
+    ;;
+*)
+    echo "usage: $0 start [archs] | feed | wait" >&2; exit 2
+    ;;
+esac
