@@ -10,7 +10,6 @@ On CUDA, `attention=True` adds the flash-attention kernel's time for one decode 
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -97,7 +96,7 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
         return OscarModel(model, kv=t, ctx=ctx, n_threads=threads, n_threads_batch=threads,
                           n_gpu_layers=n_gpu_layers, n_batch=n_batch)
 
-    attn = attention_perf(types, None) if attention else None  # before any model takes GPU memory
+    attn = attention_perf(types) if attention else None  # before any model takes GPU memory
     first = load(types[0])
     if random_tokens:  # models with a placeholder vocabulary (scripts/make_bench_model.py)
         prompt = np.random.default_rng(0).integers(3, first.llm.n_vocab(), size=longest).tolist()
@@ -190,7 +189,7 @@ def _cache_info(m, t: str) -> dict:
             "kv_mib_at_128k": (at_k + at_v) / 2 ** 20}
 
 
-def attention_perf(types: list[str], _shape=None) -> dict:
+def attention_perf(types: list[str]) -> dict:
     """Flash-attention time of one decode step of one layer at 128K context per type, and the GPU's copy
     bandwidth, from test-backend-ops perf (the cases patches/0003 adds)."""
     from .info import build_stamp

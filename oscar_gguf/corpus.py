@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -93,14 +92,29 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
     return proc.stdout.strip()
 
 
-def _fetch_html() -> Path:
-    """Download python3-doc and the python3.X-doc it points at into the cache; returns the html root."""
+def fetch_html() -> Path:
+    """python3-doc's HTML from the cache, unpacked from the .debs there (downloaded first if there are none,
+    or carried in from another machine: scripts/gpu_bundle.py); returns the html root."""
     root = cache_dir() / "corpus"
     tree = root / PACKAGE
     html = tree / "usr/share/doc" / PACKAGE / "html"
     if html.is_dir():
         return html
     root.mkdir(parents=True, exist_ok=True)
+    if not list(root.glob(f"{PACKAGE}_*.deb")):
+        _download_debs(root)
+    with tempfile.TemporaryDirectory(prefix=".deb-", dir=root) as tmp:
+        x = Path(tmp) / "x"
+        for deb in sorted(root.glob("*.deb")):
+            _run(["dpkg-deb", "-x", str(deb), str(x)])
+        os.replace(x, tree)  # extraction finished: publish in one step
+    if not html.is_dir():
+        raise CorpusError(f"{PACKAGE} was fetched but has no HTML docs under {html}")
+    return html
+
+
+def _download_debs(root: Path) -> None:
+    """python3-doc and the python3.X-doc it points at, into root (kept: they record the versions)."""
     with tempfile.TemporaryDirectory(prefix=".deb-", dir=root) as tmp:
         t = Path(tmp)
         _run(["apt-get", "download", PACKAGE], cwd=t)
@@ -109,14 +123,8 @@ def _fetch_html() -> Path:
         package = _doc_package(_run(["dpkg-deb", "-f", str(meta), "Depends"]))
         if package != PACKAGE:
             _run(["apt-get", "download", package], cwd=t)
-        x = t / "x"
-        for deb in sorted(t.glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(x)])
-            shutil.copy2(deb, root / deb.name)  # keep the .debs: they record the versions
-        os.replace(x, tree)  # extraction finished: publish in one step
-    if not html.is_dir():
-        raise CorpusError(f"{PACKAGE} was fetched but has no HTML docs under {html}")
-    return html
+        for deb in sorted(t.glob("*.deb"), key=lambda d: d == meta):  # python3-doc, the marker, last
+            os.replace(deb, root / deb.name)
 
 
 def locate_html() -> Path:
@@ -124,7 +132,7 @@ def locate_html() -> Path:
     if SYSTEM_HTML.is_dir():
         return SYSTEM_HTML
     try:
-        return _fetch_html()
+        return fetch_html()
     except CorpusError as e:
         raise CorpusError(f"{PACKAGE} is not installed and could not be fetched ({e})") from None
 

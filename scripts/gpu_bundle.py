@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Pack what the GPU machine needs (it has no network, and one call carries at most 64 MiB with the repo).
 
-    ./install.sh && python3 scripts/gpu_bundle.py
+    ./install.sh && .venv/bin/python scripts/gpu_bundle.py
 
 writes three carry folders, sent by separate device calls (scripts/gpu_run.sh says which):
   .carry/src   the patched llama-cpp-python tree pruned to what a CUDA build of our targets needs (about 6 MiB),
@@ -71,8 +71,12 @@ def split_model(parts: list[Path]) -> None:
 
 
 def corpus_debs(dest: Path) -> None:
-    subprocess.run(["apt-get", "download", "-q", "python3-doc", "python3.11-doc"], cwd=dest, check=True,
-                   stdout=subprocess.DEVNULL)
+    """The .debs oscar_gguf.corpus keeps in its cache (fetched there if need be); fetch_html unpacks them there."""
+    from oscar_gguf.corpus import fetch_html
+
+    fetch_html()
+    for deb in sorted((cache_dir() / "corpus").glob("*.deb")):
+        shutil.copy2(deb, dest / deb.name)
 
 
 def main() -> int:

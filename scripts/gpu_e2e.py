@@ -17,9 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-# On the GPU image, numpy imported before llama_cpp makes llama.cpp's tokenizer set-up crash (a C++ runtime
-# clash of that image's numpy build); importing llama_cpp first avoids it (docs/NOTES.md).
-import llama_cpp  # noqa: F401  (first on purpose)
+# llama_cpp before numpy on the GPU image: see scripts/gpu_cli.py
+import llama_cpp  # (first on purpose)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +29,6 @@ CPU_EVAL = ROOT / "docs" / "eval-smollm2-ctx2048.json"
 
 def greedy(model: str, n_gpu_layers: int) -> dict:
     """{type: {prompt: {"tokens": [...], "gaps": [...]}}} decoded in this process."""
-    import llama_cpp
-
     from oscar_gguf import load
     from oscar_gguf.corpus import load_corpus
 
@@ -93,8 +90,8 @@ def main() -> int:
     (outdir / "greedy.json").write_text(json.dumps({"cpu": cpu, "gpu": gpu, "rows": rows}, indent=1) + "\n")
 
     def evaluate(out: Path, types: str, env: dict) -> dict:
-        subprocess.run([sys.executable, "-c", "import llama_cpp, sys; from oscar_gguf.cli import main; "
-                        "sys.exit(main(sys.argv[1:]))", "eval", "--model", model, "--gpu-layers", "-1", "--kv", types,
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_cli.py"), "eval", "--model", model,
+                        "--gpu-layers", "-1", "--kv", types,
                         "--min-chunks", "4", "--max-chunks", "4", "--no-plot", "--out", str(out)], check=True, env=env)
         return json.loads(out.with_suffix(".json").read_text())["results"]
 

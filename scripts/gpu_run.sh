@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU machine's side of issue 3's checks (device tool; no network there). Prepare here with
-#   ./install.sh && python3 scripts/gpu_bundle.py
+#   ./install.sh && .venv/bin/python scripts/gpu_bundle.py
 # then make these device calls back to back (the machine is given back ~30 s after a call returns):
 #   1. carry [".carry/src", ".carry/a"]  command: bash scripts/gpu_run.sh start [archs]
 #      unpacks, installs our package, and starts the pipeline below in the background (setsid);
@@ -10,19 +10,18 @@
 #      waits (up to 9 minutes a call) and returns results.tar.gz and pipeline.log in $OUT.
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
-# PIPELINE_STAGES (default "build check e2e bench") picks stages.
+# PIPELINE_STAGES (default "build check e2e bench") picks stages; "build profile" (carry .carry/src only, no feed)
+# runs Nsight Compute on the decode kernel instead.
 set -uo pipefail
 W=/root/oscar-gpu
 export OSCAR_GGUF_CACHE=$W/cache PYTHONUNBUFFERED=1
 res=$W/results
-# llama_cpp before numpy: see scripts/gpu_e2e.py
-cli() { python3 -c 'import llama_cpp, sys; from oscar_gguf.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
 log() { echo "[$(date +%T)] $*" | tee -a $W/pipeline.log; }
 
 stage_build() {
     OSCAR_CUDA_ARCHS=${ARCHS:-90} python3 scripts/build_llama.py --python python3 --cuda --offline \
         --source $W/llama-cpp-python > $res/build.log 2>&1 || { tail -40 $res/build.log; return 1; }
-    cli info > $res/info.txt 2>&1
+    python3 scripts/gpu_cli.py info > $res/info.txt 2>&1
 }
 
 stage_check() {
@@ -41,9 +40,21 @@ stage_e2e() {
 
 stage_bench() {
     [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
-    cli bench --model $W/llama8b.gguf --gpu-layers -1 \
+    python3 scripts/gpu_cli.py bench --model $W/llama8b.gguf --gpu-layers -1 \
         --kv f16,q8_0,q4_0,oscar4,oscar3,oscar2 --depths 0,4096,16384,32768,65536,131072 --prefill 32768:2048 \
         --n-batch 2048 --random-tokens --sequential --attention --no-plot --out $res/bench-cuda-llama8b > $res/bench.log 2>&1
+}
+
+stage_profile() {  # Nsight Compute on the decode kernel at 128K, per type (PROFILE_TYPES)
+    local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
+    for t in ${PROFILE_TYPES:-q4_0 oscar2 oscar3}; do
+        echo "=== $t" >> $res/profile.txt
+        ncu --kernel-name regex:flash_attn_ext_vec -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
+            --section WarpStateStats --section SchedulerStats \
+            $bin/test-backend-ops perf -b CUDA0 -o FLASH_ATTN_EXT -p "kv=131072.*type_K=$t," 2>&1 \
+            | grep -vE "^==PROF==|^\s*$" | tail -80 >> $res/profile.txt
+    done
+    bash scripts/gpu_profile_summary.sh $res/profile.txt > $res/gpu-profile.md
 }
 
 pipeline() {
@@ -57,7 +68,7 @@ pipeline() {
 case "${1:-}" in
 start)
     rm -rf $W; mkdir -p $W/cache $res
-    cp .carry/a/model.part0 $W/
+    [ -f .carry/a/model.part0 ] && cp .carry/a/model.part0 $W/  # not needed by "build profile"
     tar xzf .carry/src/llama-src.tar.gz -C $W
     python3 -m pip install -q --no-index --no-deps .carry/src/wheels/*.whl 2>&1 | tail -3
     python3 -m pip install -q --no-index --no-deps --no-build-isolation . 2>&1 | tail -3
@@ -69,8 +80,8 @@ feed)
     cat $W/model.part0 .carry/b/model.part1 > $W/smollm2.gguf.tmp
     mv $W/smollm2.gguf.tmp $W/smollm2.gguf
     log "model sha256 $(sha256sum $W/smollm2.gguf | cut -c1-16)"
-    c=$OSCAR_GGUF_CACHE/corpus; mkdir -p $c/x
-    cp .carry/b/*.deb $c/ && for d in $c/*.deb; do dpkg-deb -x $d $c/x; done && mv $c/x $c/python3-doc
+    mkdir -p $OSCAR_GGUF_CACHE/corpus && cp .carry/b/*.deb $OSCAR_GGUF_CACHE/corpus/
+    python3 -c "from oscar_gguf.corpus import fetch_html; print(fetch_html())"  # unpacks the carried debs
     touch $W/fed
     ;;
 pipeline)

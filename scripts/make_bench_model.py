@@ -94,8 +94,9 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=128256)
     ap.add_argument("--ctx", type=int, default=131072)
     ap.add_argument("--seed", type=int, default=0)
-    write(ap.parse_args())
-    print(f"wrote {ap.parse_args().out}", file=sys.stderr)
+    a = ap.parse_args()
+    write(a)
+    print(f"wrote {a.out}", file=sys.stderr)
     return 0
 
 
