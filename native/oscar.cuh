@@ -97,20 +97,24 @@ template <int B, int bias> __host__ __device__ constexpr uint32_t oscar_lut_word
     return r;
 }
 
-// 4 codes (one per byte) -> their 4 LUT bytes.
-template <int B, int bias> static __device__ __forceinline__ uint32_t oscar_lookup4(const uint32_t codes) {
+// 4 selector nibbles (low 16 bits; __byte_perm reads 3 bits of each) -> their 4 LUT bytes.
+template <int B, int bias> static __device__ __forceinline__ uint32_t oscar_lookup_sel(const uint32_t sel) {
     constexpr uint32_t w0 = oscar_lut_word<B, bias>(0), w1 = oscar_lut_word<B, bias>(1);
     constexpr uint32_t w2 = oscar_lut_word<B, bias>(2), w3 = oscar_lut_word<B, bias>(3);
-    const uint32_t sel = __byte_perm(codes | (codes >> 4), 0, 0x0020);  // selector nibbles c0 c1 c2 c3
     if constexpr (B == 2) {
         return __byte_perm(w0, 0, sel);
     } else if constexpr (B == 3) {
         return __byte_perm(w0, w1, sel);
-    } else {  // __byte_perm reads 3 bits per nibble: look up both halves, then pick by the codes' top bit
+    } else {  // look up both halves of the codebook, then pick by each code's top bit
         const uint32_t lo = __byte_perm(w0, w1, sel);
         const uint32_t hi = __byte_perm(w2, w3, sel);
         return __byte_perm(lo, hi, 0x3210 | ((sel & 0x8888) >> 1));
     }
+}
+
+// 4 codes (one per byte) -> their 4 LUT bytes.
+template <int B, int bias> static __device__ __forceinline__ uint32_t oscar_lookup4(const uint32_t codes) {
+    return oscar_lookup_sel<B, bias>(__byte_perm(codes | (codes >> 4), 0, 0x0020));  // selector nibbles c0 c1 c2 c3
 }
 
 // K.Q for one cached row: each thread takes 4 consecutive elements per step, Q arrives as q8_1 (ints + (d, sum)).

@@ -7,10 +7,11 @@
 #   2. carry [".carry/b"]                command: bash scripts/gpu_run.sh feed
 #      delivers the model's second half and the evaluation text;
 #   3. no carry, repeated until it says "pipeline finished": bash scripts/gpu_run.sh wait
+#   then, on the same machine, "bash scripts/gpu_run.sh again STAGES" runs more stages from this working tree.
 #      waits (up to 9 minutes a call) and returns results.tar.gz and pipeline.log in $OUT.
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
-# PIPELINE_STAGES (default "build check e2e bench") picks stages; "build profile" (carry .carry/src only, no feed)
+# PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone); "build profile" (carry .carry/src only, no feed)
 # runs Nsight Compute on the decode kernel instead.
 set -uo pipefail
 W=/root/oscar-gpu
@@ -29,7 +30,13 @@ stage_check() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $res/gpu.txt
     $bin/test-backend-ops -b CUDA0 -p oscar > $res/test-backend-ops-cuda.log 2>&1
     log "test-backend-ops rc=$?"
-    bash scripts/gpu_summary.sh $res/test-backend-ops-cuda.log $res/gpu.txt > $res/gpu-check.md
+    # again with one block per KV head walking the whole cache: the decode kernel's multi-tile softmax
+    OSCAR_DECODE_SPLITS=1 $bin/test-backend-ops -b CUDA0 -o FLASH_ATTN_EXT -p oscar > $res/test-backend-ops-cuda-1split.log 2>&1
+    log "test-backend-ops (OSCAR_DECODE_SPLITS=1) rc=$?"
+    { bash scripts/gpu_summary.sh $res/test-backend-ops-cuda.log $res/gpu.txt "test-backend-ops -b CUDA0 -p oscar"
+      echo
+      bash scripts/gpu_summary.sh $res/test-backend-ops-cuda-1split.log $res/gpu.txt \
+          "OSCAR_DECODE_SPLITS=1 test-backend-ops -b CUDA0 -o FLASH_ATTN_EXT -p oscar"; } > $res/gpu-check.md
 }
 
 stage_e2e() {
@@ -45,11 +52,18 @@ stage_bench() {
         --n-batch 2048 --random-tokens --sequential --attention --no-plot --out $res/bench-cuda-llama8b > $res/bench.log 2>&1
 }
 
+stage_attn() {  # the flash-attention kernels alone at 128K and the copy bandwidth (test-backend-ops perf)
+    local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
+    $bin/test-backend-ops perf -b CUDA0 -o FLASH_ATTN_EXT -p "kv=131072" > $res/attn-perf.log 2>&1
+    $bin/test-backend-ops perf -b CUDA0 -o CPY -p "ne_src=\[8192,8192,8,1\]" >> $res/attn-perf.log 2>&1
+    grep -E "FLASH_ATTN_EXT|CPY" $res/attn-perf.log | sed 's/\x1b\[[0-9;]*m//g' | tee -a $W/pipeline.log
+}
+
 stage_profile() {  # Nsight Compute on the decode kernel at 128K, per type (PROFILE_TYPES)
     local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
     for t in ${PROFILE_TYPES:-q4_0 oscar2 oscar3}; do
         echo "=== $t" >> $res/profile.txt
-        ncu --kernel-name regex:flash_attn_ext_vec -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
+        ncu --kernel-name regex:"flash_attn_ext_vec|flash_attn_oscar_decode" -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \
             --section WarpStateStats --section SchedulerStats \
             $bin/test-backend-ops perf -b CUDA0 -o FLASH_ATTN_EXT -p "kv=131072.*type_K=$t," 2>&1 \
             | grep -vE "^==PROF==|^\s*$" | tail -80 >> $res/profile.txt
@@ -87,6 +101,11 @@ feed)
 pipeline)
     pipeline
     ;;
+again)  # more stages on the machine that ran "start" (no carry): bash scripts/gpu_run.sh again "attn bench"
+    rm -rf $W/repo && cp -r . $W/repo && sed -i '/pipeline finished/d' $W/pipeline.log
+    (cd $W/repo && PIPELINE_STAGES="$2" setsid nohup bash scripts/gpu_run.sh pipeline > $W/nohup.log 2>&1 < /dev/null &)
+    log "started stages $2 in the background"
+    ;;
 wait)
     for _ in $(seq 540); do grep -q "pipeline finished" $W/pipeline.log 2>/dev/null && break; sleep 1; done
     tar czf $OUT/results.tar.gz -C $W results
@@ -95,6 +114,6 @@ wait)
     cat $W/pipeline.log
     ;;
 *)
-    echo "usage: $0 start [archs] | feed | wait" >&2; exit 2
+    echo "usage: $0 start [archs] | feed | wait | again STAGES" >&2; exit 2
     ;;
 esac

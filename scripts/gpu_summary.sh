@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Summarise a test-backend-ops log of the OScaR cases: bash scripts/gpu_summary.sh LOG GPU_TXT > docs/gpu-check-<gpu>.md
+# Summarise a test-backend-ops log of the OScaR cases: bash scripts/gpu_summary.sh LOG GPU_TXT TITLE >> docs/gpu-check-<gpu>.md
 set -euo pipefail
-log=$1; gpu=$2
+log=$1; gpu=$2; title=$3
 strip() { sed 's/\x1b\[[0-9;]*m//g' "$log"; }
-echo "# test-backend-ops -b CUDA0 -p oscar"
+echo "# $title"
 echo
 echo "Machine: $(tail -1 "$gpu"). Produced by scripts/gpu_run.sh (bundle from scripts/gpu_bundle.py)."
 echo
