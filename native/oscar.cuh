@@ -47,6 +47,95 @@ template <int B> static __device__ void cpy_blck_f32_oscar(const char * cxi, cha
     quantize_f32_oscar_block<B>((const float *) cxi, (block_oscar<B> *) cdsti);
 }
 
+// The same quantizer with one warp per block (elements l and l + 32 on lane l): the cache write of a decode
+// step is a few short warps instead of one long serial thread per block. Same arithmetic as
+// oscar_quantize_block (norm and thresholds in double); the sums are tree reductions, which can differ from
+// the serial sum only in the last bits of a double (test-backend-ops SET_ROWS compares with the CPU).
+static __device__ __forceinline__ double oscar_warp_sum(double v) {
+#pragma unroll
+    for (int off = WARP_SIZE / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xFFFFFFFF, v, off, WARP_SIZE);
+    return v;
+}
+
+template <int B> static __device__ void quantize_f32_oscar_block_warp(const float * __restrict__ x, uint8_t * __restrict__ out) {
+    const int   l  = threadIdx.x % WARP_SIZE;
+    const float x0 = oscar_clamp_inf(x[l]), x1 = oscar_clamp_inf(x[l + 32]);
+    const bool  nan = __any_sync(0xFFFFFFFF, isnan(x0) || isnan(x1));
+    const double ss = oscar_warp_sum((double) x0 * x0 + (double) x1 * x1);
+    const float * levels = oscar_levels_dev<B>();
+    int c0 = 0, c1 = 0;
+    uint16_t d = 0;
+    if (nan) {
+        d = OSCAR_FP16_NAN;
+    } else if (ss > 0.0) {
+        const double norm = sqrt(ss), inv = 8.0 / norm;
+        const double u0 = (double) x0 * inv, u1 = (double) x1 * inv;
+#pragma unroll
+        for (int k = 0; k < (1 << B) - 1; k++) {
+            const double thr = 0.5 * ((double) levels[k] + (double) levels[k + 1]);
+            c0 += u0 > thr;
+            c1 += u1 > thr;
+        }
+        const double lv2 = oscar_warp_sum((double) levels[c0] * levels[c0] + (double) levels[c1] * levels[c1]);
+        d = oscar_float_to_half_sat((float) (norm / sqrt(lv2)));
+    }
+    uint8_t * qs = out + 2;  // layout in oscar.h
+    if constexpr (B == 4) {
+        qs[l] = (uint8_t) (c0 | (c1 << 4));
+    } else {
+        const int p0 = __shfl_down_sync(0xFFFFFFFF, c0 & 3, 16), p1 = __shfl_down_sync(0xFFFFFFFF, c1 & 3, 16);
+        if (l < 16) qs[l] = (uint8_t) ((c0 & 3) | (p0 << 2) | ((c1 & 3) << 4) | (p1 << 6));
+        if constexpr (B == 3) {  // high bits: byte i, bit k <- element i + 8k
+            const uint32_t h0 = __ballot_sync(0xFFFFFFFF, c0 >> 2), h1 = __ballot_sync(0xFFFFFFFF, c1 >> 2);
+            if (l < 8) {
+                uint32_t b = 0;
+#pragma unroll
+                for (int k = 0; k < 8; k++) b |= ((k < 4 ? h0 >> (l + 8 * k) : h1 >> (l + 8 * k - 32)) & 1) << k;
+                qs[16 + l] = (uint8_t) b;
+            }
+        }
+    }
+    if (l == 0) { out[0] = (uint8_t) (d & 0xff); out[1] = (uint8_t) (d >> 8); }
+}
+
+// SET_ROWS F32 -> OScaR: warp w of the grid quantizes 64-element block w of src0 into row src1[...] of dst.
+template <typename idx_t, int B>
+static __global__ void k_set_rows_oscar(const float * __restrict__ src0, const idx_t * __restrict__ src1, char * __restrict__ dst,
+        const int64_t nblocks, const int64_t nbr, const int64_t ne01, const int64_t ne02, const int64_t ne11, const int64_t ne12,
+        const int64_t s01, const int64_t s02, const int64_t s03, const int64_t s10, const int64_t s11, const int64_t s12,
+        const int64_t nb1, const int64_t nb2, const int64_t nb3) {
+    const int64_t ib = ((int64_t) blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE;
+    if (ib >= nblocks) {
+        return;  // the whole warp
+    }
+    const int64_t i00 = ib % nbr, i01 = (ib / nbr) % ne01, i02 = (ib / nbr / ne01) % ne02, i03 = ib / nbr / ne01 / ne02;
+    const int64_t row = src1[i01 * s10 + (i02 % ne11) * s11 + (i03 % ne12) * s12];
+    quantize_f32_oscar_block_warp<B>(src0 + i01 * s01 + i02 * s02 + i03 * s03 + i00 * QK_OSCAR,
+                                     (uint8_t *) dst + row * nb1 + i02 * nb2 + i03 * nb3 + i00 * (2 + 8 * B));
+}
+
+template <typename idx_t>
+static void set_rows_cuda_oscar(const ggml_tensor * src0, const ggml_tensor * src1, ggml_tensor * dst, cudaStream_t stream) {
+    GGML_ASSERT(src0->ne[0] % QK_OSCAR == 0);
+    const int64_t nbr = src0->ne[0] / QK_OSCAR, nblocks = nbr * ggml_nrows(src0);
+    if (nblocks == 0) {
+        return;
+    }
+    constexpr int threads = 128;
+    const int64_t grid = (nblocks * WARP_SIZE + threads - 1) / threads;
+    const int64_t e0 = sizeof(float), e1 = sizeof(idx_t);
+#define OSCAR_SET_ROWS(B) k_set_rows_oscar<idx_t, B><<<grid, threads, 0, stream>>>( \
+        (const float *) src0->data, (const idx_t *) src1->data, (char *) dst->data, nblocks, nbr, src0->ne[1], src0->ne[2], \
+        src1->ne[1], src1->ne[2], src0->nb[1] / e0, src0->nb[2] / e0, src0->nb[3] / e0, src1->nb[0] / e1, src1->nb[1] / e1, \
+        src1->nb[2] / e1, dst->nb[1], dst->nb[2], dst->nb[3])
+    switch (dst->type) {
+        case GGML_TYPE_OSCAR2: OSCAR_SET_ROWS(2); break;
+        case GGML_TYPE_OSCAR3: OSCAR_SET_ROWS(3); break;
+        default:               OSCAR_SET_ROWS(4); break;
+    }
+#undef OSCAR_SET_ROWS
+}
+
 // Exact level of code c by a tree of selects over compile-time constants (no memory access, no divergence).
 template <int B, int lo = 0, int n = (1 << B)> static __device__ __forceinline__ float oscar_level_of(const uint32_t c) {
     if constexpr (n == 1) {

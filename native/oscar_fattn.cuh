@@ -69,7 +69,7 @@ static __global__ void flash_attn_oscar_decode(
         const char * __restrict__ Q, const char * __restrict__ K, const char * __restrict__ V, const char * __restrict__ mask,
         float * __restrict__ dst, float2 * __restrict__ dst_meta,
         const float scale, const float max_bias, const float m0, const float m1, const uint32_t n_head_log2,
-        const int ne02, const int ne12, const int ne11, const int ntg, const int tiles_per_split,
+        const int ne02, const int ne12, const int ne11, const int ntg,
         const int64_t nb02, const int64_t nb03,
         const int64_t nb11, const int64_t nb12, const int64_t nb13,
         const int64_t nb21, const int64_t nb22, const int64_t nb23,
@@ -148,9 +148,9 @@ static __global__ void flash_attn_oscar_decode(
     half2  acch[G][4];
     float  m_run = -FLT_MAX / 2.0f, l_run = 0.0f;  // softmax state of query warp (warp < G)
 
-    const int ntiles = (ne11 + T - 1) / T;
-    const int tile_end = min(ntiles, (int) (blockIdx.y + 1) * tiles_per_split);
-    for (int tile = blockIdx.y * tiles_per_split; tile < tile_end; tile++) {
+    const int ntiles   = (ne11 + T - 1) / T;  // split y takes tiles [y n / splits, (y + 1) n / splits)
+    const int tile_end = (int) ((int64_t) (blockIdx.y + 1) * ntiles / gridDim.y);
+    for (int tile = (int) ((int64_t) blockIdx.y * ntiles / gridDim.y); tile < tile_end; tile++) {
         const int r0 = tile * T;
         if (tile + 1 < tile_end) {  // pull the next tile towards L2 while this one is computed
             for (int r = tid; r < T; r += NTHREADS) {
@@ -331,12 +331,11 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
     const int nsm = ggml_cuda_info().devices[id].nsm;
     int bps = 1;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, kernel, oscar_dec::NTHREADS, 0));
-    // About two waves of blocks, each split a whole number of tiles. OSCAR_DECODE_SPLITS caps the split
-    // count (1: one block walks the whole KV length; the GPU check runs the tests that way too).
+    // One wave of blocks: as many KV splits as fit next to the head groups (a partial second wave of
+    // equal blocks would idle most SMs for its length). OSCAR_DECODE_SPLITS caps the split count
+    // (1: one block walks the whole KV length; the GPU check runs the tests that way too).
     static const int max_splits = [] { const char * e = getenv("OSCAR_DECODE_SPLITS"); return e ? std::max(1, atoi(e)) : INT_MAX; }();
-    int nsplit = std::max(1, std::min({ntiles, max_splits, (2 * nsm * std::max(bps, 1) + groups - 1) / groups}));
-    const int tiles_per_split = (ntiles + nsplit - 1) / nsplit;
-    nsplit = (ntiles + tiles_per_split - 1) / tiles_per_split;
+    const int nsplit = std::max(1, std::min({ntiles, max_splits, nsm * std::max(bps, 1) / groups}));
 
     ggml_cuda_pool & pool = ctx.pool();
     cudaStream_t stream = ctx.stream();
@@ -351,7 +350,7 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
         (const char *) Q->data, (const char *) K->data, (const char *) V->data, mask ? (const char *) mask->data : nullptr,
         nsplit > 1 ? dst_tmp.ptr : (float *) dst->data, dst_meta.ptr,
         scale, max_bias, m0, m1, n_head_log2,
-        (int) Q->ne[2], (int) K->ne[2], (int) K->ne[1], ntg, tiles_per_split,
+        (int) Q->ne[2], (int) K->ne[2], (int) K->ne[1], ntg,
         Q->nb[2], Q->nb[3], K->nb[1], K->nb[2], K->nb[3], V->nb[1], V->nb[2], V->nb[3],
         mask ? (int) mask->ne[3] : 1, mask ? mask->nb[3] : 0);
     CUDA_CHECK(cudaGetLastError());
