@@ -14,6 +14,7 @@ namespace oscar_dec {
 
 constexpr int NTHREADS   = 128;
 constexpr int TILE_ELEMS = 32768;  // K elements per tile: T = TILE_ELEMS / D rows
+constexpr int SPLIT_ROWS = 64;     // KV splits are whole multiples of this (short caches still spread over blocks)
 
 template <int B> __host__ __device__ constexpr int block_bytes() { return 2 + 8 * B; }
 
@@ -148,22 +149,26 @@ static __global__ void flash_attn_oscar_decode(
     half2  acch[G][4];
     float  m_run = -FLT_MAX / 2.0f, l_run = 0.0f;  // softmax state of query warp (warp < G)
 
-    const int ntiles   = (ne11 + T - 1) / T;  // split y takes tiles [y n / splits, (y + 1) n / splits)
-    const int tile_end = (int) ((int64_t) (blockIdx.y + 1) * ntiles / gridDim.y);
-    for (int tile = (int) ((int64_t) blockIdx.y * ntiles / gridDim.y); tile < tile_end; tile++) {
-        const int r0 = tile * T;
-        if (tile + 1 < tile_end) {  // pull the next tile towards L2 while this one is computed
+    // Split y takes rows [y u / splits, (y + 1) u / splits) in units of SPLIT_ROWS, walked in tiles of T rows;
+    // the loops stop at the split's end, so a short split costs a short time.
+    const int nunits    = (ne11 + SPLIT_ROWS - 1) / SPLIT_ROWS;
+    const int row_begin = (int) ((int64_t) blockIdx.y * nunits / gridDim.y) * SPLIT_ROWS;
+    const int row_end   = min(ne11, (int) ((int64_t) (blockIdx.y + 1) * nunits / gridDim.y) * SPLIT_ROWS);
+    for (int r0 = row_begin; r0 < row_end; r0 += T) {
+        const int n = min(T, row_end - r0);  // rows of this tile
+        if (r0 + T < row_end) {  // pull the next tile towards L2 while this one is computed
             for (int r = tid; r < T; r += NTHREADS) {
                 const int row = r0 + T + r;
-                if (row < ne11) { prefetch_l2(Kh + row * nb11); prefetch_l2(Vh + row * nb21); }
+                if (row < row_end) { prefetch_l2(Kh + row * nb11); prefetch_l2(Vh + row * nb21); }
             }
         }
 
         // K.Q: one thread per (row, 64-block), G dots each, summed over the row's blocks by shuffles.
 #pragma unroll
         for (int pass = 0; pass < T / RP; pass++) {
+            if (pass * RP >= n) break;
             const int rl  = pass * RP + tid / NBLK;
-            const int row = min(r0 + rl, ne11 - 1);
+            const int row = min(r0 + rl, row_end - 1);
             const uint8_t * kb = Kh + row * nb11 + kblk * BBK;
             uint32_t c[2 * BK];
             load_words<2 * BK>(kb + 2, c);
@@ -191,7 +196,7 @@ static __global__ void flash_attn_oscar_decode(
                 float s = dk * dqu[g] * float(dot[g]);
 #pragma unroll
                 for (int off = 1; off < NBLK; off <<= 1) s += __shfl_xor_sync(0xFFFFFFFF, s, off, WARP_SIZE);
-                if (kblk == 0) S[g * T + rl] = r0 + rl < ne11 ? s + slope[g] * mv : -INFINITY;
+                if (kblk == 0) S[g * T + rl] = rl < n ? s + slope[g] * mv : -INFINITY;
             }
         }
         __syncthreads();
@@ -203,7 +208,7 @@ static __global__ void flash_attn_oscar_decode(
             float smax = -FLT_MAX / 2.0f;
 #pragma unroll
             for (int i = 0; i < T / WARP_SIZE; i++) {
-                s[i] = S[g * T + lane + i * WARP_SIZE];
+                s[i] = lane + i * WARP_SIZE < n ? S[g * T + lane + i * WARP_SIZE] : -INFINITY;  // past n: stale
                 smax = fmaxf(smax, s[i]);
             }
             smax = warp_reduce_max(smax);
@@ -214,7 +219,7 @@ static __global__ void flash_attn_oscar_decode(
 #pragma unroll
             for (int i = 0; i < T / WARP_SIZE; i++) {
                 const int rl  = lane + i * WARP_SIZE;
-                const int row = min(r0 + rl, ne11 - 1);
+                const int row = min(r0 + rl, row_end - 1);
                 const float pw = expf(s[i] - m_new);
                 l_run += pw;
 #pragma unroll
@@ -235,8 +240,9 @@ static __global__ void flash_attn_oscar_decode(
         }
 #pragma unroll 8
         for (int rr = 0; rr < T / RS; rr++) {
+            if (rr * RS >= n) break;
             const int rl  = vrs + rr * RS;
-            const int row = min(r0 + rl, ne11 - 1);  // weight 0 past the end
+            const int row = min(r0 + rl, row_end - 1);  // weight 0 past the end
             const uint8_t * vc = Vh + row * nb21 + vblk * BBV + 2;
             uint32_t lo, hi = 0, v0, v1;
             if constexpr (BV == 4) {
@@ -323,8 +329,7 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
     const int gqa    = Q->ne[2] / K->ne[2];
     const int ntg    = (gqa + G - 1) / G;
     const int groups = K->ne[2] * ntg * Q->ne[3];
-    constexpr int T  = oscar_dec::TILE_ELEMS / D;
-    const int ntiles = (K->ne[1] + T - 1) / T;
+    const int nunits = (K->ne[1] + oscar_dec::SPLIT_ROWS - 1) / oscar_dec::SPLIT_ROWS;
 
     auto kernel = oscar_dec::flash_attn_oscar_decode<D, BK, BV, G>;
     const int id  = ggml_cuda_get_device();
@@ -332,10 +337,10 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
     int bps = 1;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, kernel, oscar_dec::NTHREADS, 0));
     // One wave of blocks: as many KV splits as fit next to the head groups (a partial second wave of
-    // equal blocks would idle most SMs for its length). OSCAR_DECODE_SPLITS caps the split count
+    // equal blocks would idle most SMs for its length), at least SPLIT_ROWS rows each. OSCAR_DECODE_SPLITS caps the split count
     // (1: one block walks the whole KV length; the GPU check runs the tests that way too).
     static const int max_splits = [] { const char * e = getenv("OSCAR_DECODE_SPLITS"); return e ? std::max(1, atoi(e)) : INT_MAX; }();
-    const int nsplit = std::max(1, std::min({ntiles, max_splits, nsm * std::max(bps, 1) / groups}));
+    const int nsplit = std::max(1, std::min({nunits, max_splits, nsm * std::max(bps, 1) / groups}));
 
     ggml_cuda_pool & pool = ctx.pool();
     cudaStream_t stream = ctx.stream();
