@@ -36,11 +36,11 @@ __host__ __device__ constexpr int oscar_round(float x) { return x >= 0.0f ? int(
 
 // F32 -> block, one thread per block (SET_ROWS, CPY).
 template <int B> static __device__ void quantize_f32_oscar_block(const float * __restrict__ x, block_oscar<B> * __restrict__ y) {
-    uint8_t tmp[2 + 8 * B];  // local copy: the shared routine works on bytes, blocks are only 2-byte aligned
+    uint8_t tmp[sizeof(block_oscar<B>)];  // local copy: the shared routine works on bytes, blocks are only 2-byte aligned
     oscar_quantize_block(B, oscar_levels_dev<B>(), x, tmp);
     uint8_t * out = (uint8_t *) y;
 #pragma unroll
-    for (int i = 0; i < 2 + 8 * B; i++) out[i] = tmp[i];
+    for (int i = 0; i < (int) sizeof(block_oscar<B>); i++) out[i] = tmp[i];
 }
 
 template <int B> static __device__ void cpy_blck_f32_oscar(const char * cxi, char * cdsti) {
@@ -72,12 +72,12 @@ template <int B> static __device__ void quantize_f32_oscar_block_warp(const floa
         const double u0 = (double) x0 * inv, u1 = (double) x1 * inv;
 #pragma unroll
         for (int k = 0; k < (1 << B) - 1; k++) {
-            const double thr = 0.5 * ((double) levels[k] + (double) levels[k + 1]);
+            const double thr = oscar_threshold(levels, k);
             c0 += u0 > thr;
             c1 += u1 > thr;
         }
         const double lv2 = oscar_warp_sum((double) levels[c0] * levels[c0] + (double) levels[c1] * levels[c1]);
-        d = oscar_float_to_half_sat((float) (norm / sqrt(lv2)));
+        d = oscar_scale_bits(norm, lv2);
     }
     uint8_t * qs = out + 2;  // layout in oscar.h
     if constexpr (B == 4) {
@@ -111,7 +111,7 @@ static __global__ void k_set_rows_oscar(const float * __restrict__ src0, const i
     const int64_t i00 = ib % nbr, i01 = (ib / nbr) % ne01, i02 = (ib / nbr / ne01) % ne02, i03 = ib / nbr / ne01 / ne02;
     const int64_t row = src1[i01 * s10 + (i02 % ne11) * s11 + (i03 % ne12) * s12];
     quantize_f32_oscar_block_warp<B>(src0 + i01 * s01 + i02 * s02 + i03 * s03 + i00 * QK_OSCAR,
-                                     (uint8_t *) dst + row * nb1 + i02 * nb2 + i03 * nb3 + i00 * (2 + 8 * B));
+                                     (uint8_t *) dst + row * nb1 + i02 * nb2 + i03 * nb3 + i00 * sizeof(block_oscar<B>));
 }
 
 template <typename idx_t>
@@ -148,7 +148,7 @@ template <int B, int lo = 0, int n = (1 << B)> static __device__ __forceinline__
 
 // Block ib, elements iqs and iqs + 32 (iqs < 32): the dequantize_kernel_t shape used by convert/getrows/cpy.
 template <int B> static __device__ __forceinline__ void dequantize_oscar(const void * vx, const int64_t ib, const int iqs, float2 & v) {
-    const uint8_t * b = (const uint8_t *) vx + ib * (2 + 8 * B);
+    const uint8_t * b = (const uint8_t *) vx + ib * sizeof(block_oscar<B>);
     const float     d = __half2float(__ushort_as_half(oscar_block_scale(b)));
     v.x = d * oscar_level_of<B>(oscar_code(B, b + 2, iqs));
     v.y = d * oscar_level_of<B>(oscar_code(B, b + 2, iqs + 32));
@@ -206,6 +206,13 @@ template <int B, int bias> static __device__ __forceinline__ uint32_t oscar_look
     return oscar_lookup_sel<B, bias>(__byte_perm(codes | (codes >> 4), 0, 0x0020));  // selector nibbles c0 c1 c2 c3
 }
 
+// Bytes 2 pair and 2 pair + 1 of u8 (level + 128 each) as exact half levels: halves with exponent bits 0x64 are
+// 1024 + byte, so subtracting 1152 leaves the level (integers below 2048 are exact in half).
+static __device__ __forceinline__ half2 oscar_level_pair_h2(const uint32_t u8, const int pair) {
+    const uint32_t h = __byte_perm(u8, 0x64646464, 0x7170 + pair * 0x0202);
+    return __hsub2(*(const half2 *) &h, __float2half2_rn(1152.0f));
+}
+
 // K.Q for one cached row: each thread takes 4 consecutive elements per step, Q arrives as q8_1 (ints + (d, sum)).
 template <int D, int nthreads, int B>
 static __device__ __forceinline__ float vec_dot_fattn_vec_KQ_oscar(
@@ -216,7 +223,7 @@ static __device__ __forceinline__ float vec_dot_fattn_vec_KQ_oscar(
     for (int k_KQ_0 = 0; k_KQ_0 < int(D/sizeof(int)); k_KQ_0 += nthreads) {
         const int k_KQ = k_KQ_0 + (nthreads == WARP_SIZE ? threadIdx.x : threadIdx.x % nthreads);
         const int e    = 4 * k_KQ;
-        const uint8_t * b = (const uint8_t *) K_c + (e / QK_OSCAR) * (2 + 8 * B);
+        const uint8_t * b = (const uint8_t *) K_c + (e / QK_OSCAR) * sizeof(block_oscar<B>);
         const int k8 = oscar_lookup4<B, 0>(oscar_codes4<B>(b + 2, e % QK_OSCAR));
         const int s  = ggml_cuda_dp4a(k8, Q_q8[k_KQ_0/nthreads], 0);
         const float2 Q_ds = ((const float2 *) Q_ds_v)[k_KQ_0/nthreads];
@@ -229,22 +236,16 @@ static __device__ __forceinline__ float vec_dot_fattn_vec_KQ_oscar(
 // V: ne (2 or 4) consecutive decoded values from element i0 of a cached row.
 template <typename T, int ne, int B>
 static __device__ __forceinline__ void dequantize_V_oscar(const void * __restrict__ vx, void * __restrict__ dst, const int64_t i0) {
-    const uint8_t * b = (const uint8_t *) vx + (i0 / QK_OSCAR) * (2 + 8 * B);
+    const uint8_t * b = (const uint8_t *) vx + (i0 / QK_OSCAR) * sizeof(block_oscar<B>);
     const int       i = i0 % QK_OSCAR;
     constexpr float unit = oscar_level_unit<B>();
     const float     d = __half2float(__ushort_as_half(oscar_block_scale(b))) * unit;
     const uint32_t u8 = oscar_lookup4<B, 128>(oscar_codes4<B>(b + 2, i & ~3));  // level + 128 per byte
     if constexpr (std::is_same_v<T, half>) {
-        // bytes -> halves 1024 + byte (exponent bits 0x64), minus 1152: exact integers, then the scale
         const half2 d2 = __float2half2_rn(d);
-        const half2 off = __float2half2_rn(1152.0f);
-        const uint32_t lo = __byte_perm(u8, 0x64646464, 0x7170 + (i & 2) * 0x0101);
-        half2 v = __hsub2(*(const half2 *) &lo, off) * d2;
-        ((half2 *) dst)[0] = v;
+        ((half2 *) dst)[0] = oscar_level_pair_h2(u8, (i & 2) / 2) * d2;
         if constexpr (ne == 4) {
-            const uint32_t hi = __byte_perm(u8, 0x64646464, 0x7372);
-            v = __hsub2(*(const half2 *) &hi, off) * d2;
-            ((half2 *) dst)[1] = v;
+            ((half2 *) dst)[1] = oscar_level_pair_h2(u8, 1) * d2;
         }
     } else {
 #pragma unroll

@@ -84,6 +84,12 @@ OSCAR_HD uint16_t oscar_block_scale(const uint8_t * block) {
 // Infinities count as the largest finite float of their sign, so a block with one stays finite.
 OSCAR_HD float oscar_clamp_inf(float x) { return isinf(x) ? copysignf(FLT_MAX, x) : x; }
 
+// Decision threshold between levels k and k + 1, compared in double.
+OSCAR_HD double oscar_threshold(const float * levels, int k) { return 0.5 * ((double) levels[k] + (double) levels[k + 1]); }
+
+// Stored fp16 scale of a block with norm ||x|| whose chosen levels have squared norm lv2 (keeps the norm).
+OSCAR_HD uint16_t oscar_scale_bits(double norm, double lv2) { return oscar_float_to_half_sat((float) (norm / sqrt(lv2))); }
+
 // Quantize 64 floats into one block (2 + 8*bits bytes) with the codebook `levels` (2^bits entries).
 // NaN anywhere -> NaN scale; +-Inf counts as +-FLT_MAX; all zeros -> zero scale; norm math in double.
 OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float * x, uint8_t * out) {
@@ -101,7 +107,7 @@ OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float *
         d = OSCAR_FP16_NAN;
     } else if (ss > 0.0) {
         double thr[15];  // midpoints between neighbouring float levels, compared in double
-        for (int k = 0; k < nl - 1; k++) thr[k] = 0.5 * ((double) levels[k] + (double) levels[k + 1]);
+        for (int k = 0; k < nl - 1; k++) thr[k] = oscar_threshold(levels, k);
         const double norm = sqrt(ss);
         const double inv  = 8.0 / norm;  // sqrt(64) / ||x||
         double lv2 = 0.0;
@@ -118,7 +124,7 @@ OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float *
                 default: qs[i % 32] |= (uint8_t)(c << (4 * (i / 32))); break;
             }
         }
-        d = oscar_float_to_half_sat((float)(norm / sqrt(lv2)));
+        d = oscar_scale_bits(norm, lv2);
     }
     out[0] = (uint8_t)(d & 0xff);
     out[1] = (uint8_t)(d >> 8);

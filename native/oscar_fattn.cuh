@@ -16,8 +16,6 @@ constexpr int NTHREADS   = 128;
 constexpr int TILE_ELEMS = 32768;  // K elements per tile: T = TILE_ELEMS / D rows
 constexpr int SPLIT_ROWS = 64;     // KV splits are whole multiples of this (short caches still spread over blocks)
 
-template <int B> __host__ __device__ constexpr int block_bytes() { return 2 + 8 * B; }
-
 // Element (0..63) of a block that output k (0..7) of code pair p (0..7) holds, see pair_decode.
 template <int B> __host__ __device__ constexpr int pair_elem(const int p, const int k) {
     return B == 4 ? 4 * p + 2 * (k / 4) + (k % 4) / 2 + 32 * (k % 2)
@@ -80,7 +78,7 @@ static __global__ void flash_attn_oscar_decode(
     constexpr int RP   = NTHREADS / NBLK;      // K phase: rows per pass, one thread per (row, block)
     constexpr int TPR  = D / 8;                // V phase: threads per row, 8 columns each
     constexpr int RS   = NTHREADS / TPR;       //          row slots
-    constexpr int BBK  = block_bytes<BK>(), BBV = block_bytes<BV>();
+    constexpr int BBK  = sizeof(block_oscar<BK>), BBV = sizeof(block_oscar<BV>);
     constexpr float unit_K = oscar_level_unit<BK>(), unit_V = oscar_level_unit<BV>();
     static_assert(T % RP == 0 && T % RS == 0 && T % WARP_SIZE == 0 && G <= NTHREADS / WARP_SIZE, "tile shape");
 
@@ -252,12 +250,8 @@ static __global__ void flash_attn_oscar_decode(
                 if constexpr (BV == 3) hi = load_u16(vc + 16 + (2 * vp) % 8);
             }
             pair_decode<BV, 128>(lo, hi, vp, v0, v1);
-            const half2 off = make_half2(1152.0f, 1152.0f);  // halves 0x64xx are 1024 + byte; byte = level + 128
-            const uint32_t h[4] = { __byte_perm(v0, 0x64646464, 0x7170), __byte_perm(v0, 0x64646464, 0x7372),
-                                    __byte_perm(v1, 0x64646464, 0x7170), __byte_perm(v1, 0x64646464, 0x7372) };
-            half2 v[4];
-#pragma unroll
-            for (int k = 0; k < 4; k++) v[k] = __hsub2(*(const half2 *) &h[k], off);  // exact levels
+            const half2 v[4] = { oscar_level_pair_h2(v0, 0), oscar_level_pair_h2(v0, 1),
+                                 oscar_level_pair_h2(v1, 0), oscar_level_pair_h2(v1, 1) };
             const half2 * w = W + (rl * NBLK + vblk) * G;
 #pragma unroll
             for (int g = 0; g < G; g++) {
