@@ -14,7 +14,7 @@ namespace oscar_dec {
 
 constexpr int NTHREADS   = 128;
 constexpr int TILE_ELEMS = 32768;  // K elements per tile: T = TILE_ELEMS / D rows
-constexpr int SPLIT_ROWS = 64;     // KV splits are whole multiples of this (short caches still spread over blocks)
+constexpr int SPLIT_ROWS = 64;     // KV split unit when there are fewer tiles than splits (short caches still spread)
 
 // Element (0..63) of a block that output k (0..7) of code pair p (0..7) holds, see pair_decode.
 template <int B> __host__ __device__ constexpr int pair_elem(const int p, const int k) {
@@ -68,7 +68,7 @@ static __global__ void flash_attn_oscar_decode(
         const char * __restrict__ Q, const char * __restrict__ K, const char * __restrict__ V, const char * __restrict__ mask,
         float * __restrict__ dst, float2 * __restrict__ dst_meta,
         const float scale, const float max_bias, const float m0, const float m1, const uint32_t n_head_log2,
-        const int ne02, const int ne12, const int ne11, const int ntg,
+        const int ne02, const int ne12, const int ne11, const int ntg, const int split_rows,
         const int64_t nb02, const int64_t nb03,
         const int64_t nb11, const int64_t nb12, const int64_t nb13,
         const int64_t nb21, const int64_t nb22, const int64_t nb23,
@@ -147,11 +147,11 @@ static __global__ void flash_attn_oscar_decode(
     half2  acch[G][4];
     float  m_run = -FLT_MAX / 2.0f, l_run = 0.0f;  // softmax state of query warp (warp < G)
 
-    // Split y takes rows [y u / splits, (y + 1) u / splits) in units of SPLIT_ROWS, walked in tiles of T rows;
+    // Split y takes units [y u / splits, (y + 1) u / splits) of split_rows rows, walked in tiles of T rows;
     // the loops stop at the split's end, so a short split costs a short time.
-    const int nunits    = (ne11 + SPLIT_ROWS - 1) / SPLIT_ROWS;
-    const int row_begin = (int) ((int64_t) blockIdx.y * nunits / gridDim.y) * SPLIT_ROWS;
-    const int row_end   = min(ne11, (int) ((int64_t) (blockIdx.y + 1) * nunits / gridDim.y) * SPLIT_ROWS);
+    const int nunits    = (ne11 + split_rows - 1) / split_rows;
+    const int row_begin = (int) ((int64_t) blockIdx.y * nunits / gridDim.y) * split_rows;
+    const int row_end   = min(ne11, (int) ((int64_t) (blockIdx.y + 1) * nunits / gridDim.y) * split_rows);
     for (int r0 = row_begin; r0 < row_end; r0 += T) {
         const int n = min(T, row_end - r0);  // rows of this tile
         if (r0 + T < row_end) {  // pull the next tile towards L2 while this one is computed
@@ -323,7 +323,6 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
     const int gqa    = Q->ne[2] / K->ne[2];
     const int ntg    = (gqa + G - 1) / G;
     const int groups = K->ne[2] * ntg * Q->ne[3];
-    const int nunits = (K->ne[1] + oscar_dec::SPLIT_ROWS - 1) / oscar_dec::SPLIT_ROWS;
 
     auto kernel = oscar_dec::flash_attn_oscar_decode<D, BK, BV, G>;
     const int id  = ggml_cuda_get_device();
@@ -331,10 +330,14 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
     int bps = 1;
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, kernel, oscar_dec::NTHREADS, 0));
     // One wave of blocks: as many KV splits as fit next to the head groups (a partial second wave of
-    // equal blocks would idle most SMs for its length), at least SPLIT_ROWS rows each. OSCAR_DECODE_SPLITS caps the split count
-    // (1: one block walks the whole KV length; the GPU check runs the tests that way too).
+    // equal blocks would idle most SMs for its length). A split is whole tiles when there are enough of them
+    // (a partial tile per split cost 8 % at 128K), else whole SPLIT_ROWS units. OSCAR_DECODE_SPLITS caps the
+    // split count (1: one block walks the whole KV length; the GPU check runs the tests that way too).
     static const int max_splits = [] { const char * e = getenv("OSCAR_DECODE_SPLITS"); return e ? std::max(1, atoi(e)) : INT_MAX; }();
-    const int nsplit = std::max(1, std::min({nunits, max_splits, nsm * std::max(bps, 1) / groups}));
+    constexpr int T    = oscar_dec::TILE_ELEMS / D;
+    const int most     = std::min(max_splits, std::max(1, nsm * std::max(bps, 1) / groups));
+    const int unit     = (K->ne[1] + T - 1) / T >= most ? T : oscar_dec::SPLIT_ROWS;
+    const int nsplit   = std::min(most, (int) ((K->ne[1] + unit - 1) / unit));
 
     ggml_cuda_pool & pool = ctx.pool();
     cudaStream_t stream = ctx.stream();
@@ -349,7 +352,7 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
         (const char *) Q->data, (const char *) K->data, (const char *) V->data, mask ? (const char *) mask->data : nullptr,
         nsplit > 1 ? dst_tmp.ptr : (float *) dst->data, dst_meta.ptr,
         scale, max_bias, m0, m1, n_head_log2,
-        (int) Q->ne[2], (int) K->ne[2], (int) K->ne[1], ntg,
+        (int) Q->ne[2], (int) K->ne[2], (int) K->ne[1], ntg, unit,
         Q->nb[2], Q->nb[3], K->nb[1], K->nb[2], K->nb[3], V->nb[1], V->nb[2], V->nb[3],
         mask ? (int) mask->ne[3] : 1, mask ? mask->nb[3] : 0);
     CUDA_CHECK(cudaGetLastError());

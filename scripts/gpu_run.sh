@@ -11,7 +11,8 @@
 #      waits (up to 9 minutes a call) and returns results.tar.gz and pipeline.log in $OUT.
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
-# PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone); "build profile" (carry .carry/src only, no feed)
+# PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone; "probe": the
+# GPU eval KLD probe, scripts/gpu_kld_probe.py; "upstream": upstream's test-backend-ops cases of the ops we patch); "build profile" (carry .carry/src only, no feed)
 # runs Nsight Compute on the decode kernel instead.
 set -uo pipefail
 W=/root/oscar-gpu
@@ -33,10 +34,31 @@ stage_check() {
     # again with one block per KV head walking the whole cache: the decode kernel's multi-tile softmax
     OSCAR_DECODE_SPLITS=1 $bin/test-backend-ops -b CUDA0 -o FLASH_ATTN_EXT -p oscar > $res/test-backend-ops-cuda-1split.log 2>&1
     log "test-backend-ops (OSCAR_DECODE_SPLITS=1) rc=$?"
+    # and with 3 splits: whole-tile splits (the 4096-row cases have more tiles than splits), unequal in length
+    OSCAR_DECODE_SPLITS=3 $bin/test-backend-ops -b CUDA0 -o FLASH_ATTN_EXT -p oscar > $res/test-backend-ops-cuda-3split.log 2>&1
+    log "test-backend-ops (OSCAR_DECODE_SPLITS=3) rc=$?"
     { bash scripts/gpu_summary.sh $res/test-backend-ops-cuda.log $res/gpu.txt "test-backend-ops -b CUDA0 -p oscar"
-      echo
-      bash scripts/gpu_summary.sh $res/test-backend-ops-cuda-1split.log $res/gpu.txt \
-          "OSCAR_DECODE_SPLITS=1 test-backend-ops -b CUDA0 -o FLASH_ATTN_EXT -p oscar"; } > $res/gpu-check.md
+      for n in 1 3; do
+          echo
+          bash scripts/gpu_summary.sh $res/test-backend-ops-cuda-${n}split.log $res/gpu.txt \
+              "OSCAR_DECODE_SPLITS=$n test-backend-ops -b CUDA0 -o FLASH_ATTN_EXT -p oscar"
+      done
+      } > $res/gpu-check.md
+}
+
+stage_upstream() {  # upstream's own cases for the ops our patches touch, upstream types: nothing of theirs may regress
+    local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
+    for op in SET_ROWS CPY GET_ROWS FLASH_ATTN_EXT; do
+        timeout 600 $bin/test-backend-ops -b CUDA0 -o $op -p "type_K=(f16|q8_0|q4_0)|type_src=|type=" 2>&1 | grep -v oscar
+    done > $res/test-backend-ops-cuda-upstream.log
+    log "test-backend-ops upstream cases done"
+    bash scripts/gpu_summary.sh $res/test-backend-ops-cuda-upstream.log $res/gpu.txt \
+        "test-backend-ops -b CUDA0 -o SET_ROWS|CPY|GET_ROWS|FLASH_ATTN_EXT, upstream types" . > $res/gpu-check-upstream.md
+}
+
+stage_probe() {  # where the GPU eval's extra KLD comes from (needs the feed call's model)
+    for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
+    python3 scripts/gpu_kld_probe.py $W/smollm2.gguf $res/probe 2 > $res/probe.log 2>&1
 }
 
 stage_e2e() {

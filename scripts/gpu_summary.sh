@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Summarise a test-backend-ops log of the OScaR cases: bash scripts/gpu_summary.sh LOG GPU_TXT TITLE >> docs/gpu-check-<gpu>.md
+# Summarise a test-backend-ops log, counting the cases whose line matches PATTERN (default: the OScaR cases):
+#   bash scripts/gpu_summary.sh LOG GPU_TXT TITLE [PATTERN] >> docs/gpu-check-<gpu>.md
 set -euo pipefail
-log=$1; gpu=$2; title=$3
+log=$1; gpu=$2; title=$3; pat=${4:-oscar}
 strip() { sed 's/\x1b\[[0-9;]*m//g' "$log"; }
 echo "# $title"
 echo
@@ -10,6 +11,7 @@ echo
 echo '```'
 strip | grep -E "tests passed|Backend CUDA0"
 for op in SET_ROWS CPY GET_ROWS FLASH_ATTN_EXT; do
-    echo "$op: $(strip | grep -E "^  $op\(.*oscar" | grep -c ': OK') OK, $(strip | grep -E "^  $op\(.*oscar" | grep -c 'FAIL') FAIL, $(strip | grep -E "^  $op\(.*oscar" | grep -c 'not supported') not supported"
+    cases() { strip | grep -E "^  $op\(.*$pat" | grep -c "$1"; }
+    echo "$op: $(cases ': OK') OK, $(cases FAIL) FAIL, $(cases 'not supported') not supported"
 done
 echo '```'
