@@ -58,7 +58,10 @@ stage_upstream() {  # upstream's own cases for the ops our patches touch, upstre
 
 stage_probe() {  # where the GPU eval's extra KLD comes from (needs the feed call's model)
     for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
-    python3 scripts/gpu_kld_probe.py $W/smollm2.gguf $res/probe 2 > $res/probe.log 2>&1
+    python3 scripts/gpu_kld_probe.py $W/smollm2.gguf $res/probe 2 > $res/probe.log 2>&1 || return 1
+    { echo "# Where the GPU eval's extra KLD comes from"; echo
+      echo "Machine: $(tail -1 $res/gpu.txt). Default model; \`python3 scripts/gpu_kld_probe.py MODEL OUT 2\` (scripts/gpu_run.sh stage probe)."
+      echo; cat $res/probe/kld-probe.md; } > $res/gpu-kld-probe.md
 }
 
 stage_e2e() {
