@@ -45,7 +45,60 @@ size_t oscar4_quantize(const float * src, void * dst, int64_t nrows, int64_t n_p
 void   oscar2_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc);
 void   oscar3_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc);
 void   oscar4_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc);
+
+// Attention of one query row over several K/V sources with one softmax (oscar_attn.c): the main cache and the
+// f16 tier of protected tokens. The function types are ggml's vec_dot and to_float shapes.
+typedef void (*oscar_vec_dot_fn)(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc);
+typedef void (*oscar_to_float_fn)(const void * x, float * y, int64_t n);
+typedef struct {
+    const char *      k;           // n rows of dk elements, nbk bytes apart
+    const char *      v;           // n rows of the output's dv elements, nbv bytes apart
+    const uint16_t *  mask;        // n fp16 additive mask values (NULL: none); -inf skips the row
+    int64_t           n, dk;
+    size_t            nbk, nbv;
+    oscar_vec_dot_fn  kq;          // K row . q
+    const void *      q;           // the query in kq's vec_dot type
+    oscar_to_float_fn v_to_float;  // NULL: V rows are float32
+} oscar_attn_src;
+// out[dv] = sum_rows softmax(l) v, with l = scale * K.q (softcap != 0: softcap * tanh(scale * K.q / softcap))
+// + slope * mask, over the rows of all nsrc sources; sink (NULL: none) is one more logit with a zero value.
+// All rows masked: out = 0. vrow is scratch for dv floats.
+void oscar_attn_row(const oscar_attn_src * src, int nsrc, int64_t dv, float scale, float softcap, float slope,
+                    const float * sink, float * out, float * vrow);
+
+// The f16 tier's bookkeeping (oscar_tier.c). Sequence s owns slots [s (S + W), (s + 1)(S + W)); pos[slot] is the
+// position held there (-1: empty), shift[slot] the position change not yet applied to its K (RoPE shift).
+// A query at position q attends key position k from the tier when k <= q and (k < S or k > q - W), and only if
+// the tier holds it; every other visible key comes from the main cache (oscar_tier_covers, below).
+typedef struct {
+    int32_t   n_seq, sinks, window;  // sequences, S, W
+    int32_t * pos;                   // [n_seq (S + W)]
+    int32_t * shift;                 // [n_seq (S + W)]
+} oscar_tier;
+// The slot holding (seq, pos), or -1.
+int32_t oscar_tier_find(const oscar_tier * t, int32_t seq, int32_t pos);
+// Give n new tokens (in batch order) their slots: slot[i] = -1 for tokens that stay out (older than the whole
+// window, or evicted again by a later token of the same batch). Returns how many were placed.
+int32_t oscar_tier_place(oscar_tier * t, int32_t n, const int32_t * seq, const int32_t * pos, int32_t * slot);
+// llama.cpp's sequence operations (p1 < 0: to the end; seq < 0 in seq_rm: every sequence). seq_cp returns the
+// number of slot pairs whose rows the caller must copy (from[i] -> to[i], at most S + W).
+void    oscar_tier_seq_rm  (oscar_tier * t, int32_t seq, int32_t p0, int32_t p1);
+void    oscar_tier_seq_keep(oscar_tier * t, int32_t seq);
+int32_t oscar_tier_seq_cp  (oscar_tier * t, int32_t src, int32_t dst, int32_t p0, int32_t p1, int32_t * from, int32_t * to);
+void    oscar_tier_seq_add (oscar_tier * t, int32_t seq, int32_t p0, int32_t p1, int32_t delta);
+void    oscar_tier_seq_div (oscar_tier * t, int32_t seq, int32_t p0, int32_t p1, int32_t d);
+// fp16 mask rows (stride elements apart) of nq queries over the tier slots [slot0, slot0 + nslots) followed by
+// nx extra keys (x_seq, x_pos: this batch's tokens when they are attended from the batch itself): 0 where the
+// query attends that key from the tier, -inf elsewhere.
+void    oscar_tier_mask(const oscar_tier * t, int32_t slot0, int32_t nslots, int32_t nq, const int32_t * q_seq,
+                        const int32_t * q_pos, int32_t nx, const int32_t * x_seq, const int32_t * x_pos,
+                        uint16_t * mask, int64_t stride);
 /* cffi-end */
+
+// Whether a query at position q takes key position k from the tier (if the tier holds it).
+static inline int oscar_tier_covers(const oscar_tier * t, int32_t k, int32_t q) {
+    return k <= q && (k < t->sinks || k > q - t->window);
+}
 
 #ifdef __cplusplus
 }

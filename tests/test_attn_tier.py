@@ -1,0 +1,236 @@
+"""oscar_attn_row (native/oscar_attn.c), the CPU attention over the main OScaR cache and the f16 tier with one
+softmax, against NumPy on random and adversarial data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oscar_gguf import _native, codec
+
+DK = DV = 128
+
+
+class Source:
+    """One K/V source: OScaR-coded (kind) or plain float32 rows (kind None), with an fp16 mask."""
+
+    def __init__(self, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, kind: str | None):
+        self.kind, self.n = kind, len(k)
+        self.mask = None if mask is None else np.ascontiguousarray(mask, dtype=np.float16)
+        if kind:
+            self.kb, self.vb = codec.quantize(k, kind), codec.quantize(v, kind)
+            self.k, self.v = codec.dequantize(self.kb, kind, DK), codec.dequantize(self.vb, kind, DV)
+        else:
+            self.kb = self.k = np.ascontiguousarray(k, dtype=np.float32)
+            self.vb = self.v = np.ascontiguousarray(v, dtype=np.float32)
+
+
+def f32_dot(ffi):
+    @ffi.callback("oscar_vec_dot_fn")
+    def dot(n, s, bs, x, bx, y, by, nrc):
+        a = np.frombuffer(ffi.buffer(ffi.cast("float *", x), 4 * n), dtype=np.float32)
+        b = np.frombuffer(ffi.buffer(ffi.cast("float *", y), 4 * n), dtype=np.float32)
+        s[0] = float(np.dot(a.astype(np.float64), b))
+    return dot
+
+
+def attn_row(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, slope=1.0, sink=None) -> np.ndarray:
+    ffi, lib = _native.lib()
+    keep = []  # buffers and callbacks must outlive the call
+    fdot = f32_dot(ffi)
+    qf = np.ascontiguousarray(q, dtype=np.float32)
+    src = ffi.new("oscar_attn_src[]", len(sources))
+    for s, c in zip(src, sources):
+        kb, vb = ffi.from_buffer("char[]", c.kb), ffi.from_buffer("char[]", c.vb)
+        keep += [kb, vb]
+        s.k, s.v, s.n, s.dk = kb, vb, c.n, DK
+        s.nbk, s.nbv = c.kb.strides[0], c.vb.strides[0]
+        s.mask = ffi.NULL if c.mask is None else ffi.cast("uint16_t *", ffi.from_buffer(c.mask))
+        keep.append(c.mask)
+        s.q = ffi.from_buffer("float[]", qf)
+        if c.kind:
+            bits = c.kind[-1]
+            s.kq = ffi.addressof(lib, f"oscar{bits}_vec_dot_f32")
+            s.v_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row")
+        else:
+            s.kq, s.v_to_float = fdot, ffi.NULL
+    out, vrow = np.empty(DV, dtype=np.float32), np.empty(DV, dtype=np.float32)
+    sk = ffi.NULL if sink is None else ffi.new("float *", sink)
+    lib.oscar_attn_row(src, len(sources), DV, scale, softcap, slope, sk, ffi.from_buffer("float[]", out),
+                       ffi.from_buffer("float[]", vrow))
+    return out
+
+
+def reference(q, sources, scale=0.1, softcap=0.0, slope=1.0, sink=None) -> np.ndarray:
+    k = np.concatenate([s.k for s in sources]).astype(np.float64)
+    v = np.concatenate([s.v for s in sources]).astype(np.float64)
+    m = np.concatenate([np.zeros(s.n) if s.mask is None else s.mask.astype(np.float64) for s in sources])
+    l = scale * (k @ q.astype(np.float64))
+    if softcap:
+        l = softcap * np.tanh(l / softcap)
+    with np.errstate(invalid="ignore"):
+        l = l + slope * m
+    live = np.isfinite(l)
+    if not live.any() and sink is None:
+        return np.zeros(DV)
+    top = max(l[live].max() if live.any() else -np.inf, -np.inf if sink is None else sink)
+    w = np.where(live, np.exp(np.where(live, l, 0) - top), 0.0)
+    den = w.sum() + (0.0 if sink is None else np.exp(sink - top))
+    return (w @ v) / den
+
+
+def random_case(rng, kind, n_main=100, n_tier=24, masked=0.3):
+    def mask(n):
+        m = rng.normal(0, 1, n)
+        m[rng.random(n) < masked] = -np.inf
+        return m
+    main = Source(rng.normal(0, 1, (n_main, DK)), rng.normal(0, 1, (n_main, DV)), mask(n_main), kind)
+    tier = Source(rng.normal(0, 1, (n_tier, DK)), rng.normal(0, 1, (n_tier, DV)), mask(n_tier), None)
+    return rng.normal(0, 1, DK), main, tier
+
+
+@pytest.mark.parametrize("kind", ["oscar2", "oscar3", "oscar4"])
+@pytest.mark.parametrize("opts", [{}, {"softcap": 3.0}, {"slope": 0.25, "sink": 1.5}, {"scale": 2.0, "sink": -40.0}])
+def test_two_sources_match_numpy(kind, opts):
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        q, main, tier = random_case(rng, kind)
+        got, want = attn_row(q, [main, tier], **opts), reference(q, [main, tier], **opts)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+
+
+def test_masked_tier_equals_one_source():
+    """A tier whose rows are all masked leaves the main-cache result bit for bit (the W = 0, S = 0 path)."""
+    rng = np.random.default_rng(1)
+    q, main, tier = random_case(rng, "oscar3")
+    tier.mask[:] = -np.inf
+    np.testing.assert_array_equal(attn_row(q, [main, tier]), attn_row(q, [main]))
+    empty = Source(np.zeros((0, DK)), np.zeros((0, DV)), np.zeros(0), None)
+    np.testing.assert_array_equal(attn_row(q, [main, empty]), attn_row(q, [main]))
+
+
+def test_order_of_rows_does_not_matter():
+    """Moving rows between the sources (a token entering or leaving the tier) keeps the softmax."""
+    rng = np.random.default_rng(2)
+    q = rng.normal(0, 1, DK)
+    k, v, m = rng.normal(0, 1, (60, DK)), rng.normal(0, 1, (60, DV)), rng.normal(0, 1, 60)
+    whole = attn_row(q, [Source(k, v, m, None)])
+    for cut in (0, 1, 30, 59, 60):
+        split = attn_row(q, [Source(k[cut:], v[cut:], m[cut:], None), Source(k[:cut], v[:cut], m[:cut], None)])
+        np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_adversarial_logits():
+    rng = np.random.default_rng(3)
+    q, main, tier = random_case(rng, "oscar2", masked=0.0)
+    # everything masked: zeros, with or without a tier; a sink alone also gives zeros
+    for s in (main, tier):
+        s.mask[:] = -np.inf
+    assert not attn_row(q, [main, tier]).any()
+    assert not attn_row(q, [main, tier], sink=3.0).any()
+    # one row dominates late in the tier (the running max moves after many rows), huge logit gaps
+    main.mask[:] = 0
+    tier.mask[:] = 0
+    tier.mask[-1] = 60000.0
+    got = attn_row(q, [main, tier], scale=1.0)
+    np.testing.assert_allclose(got, tier.v[-1], rtol=1e-6, atol=1e-6)
+    # the first row dominates, all later ones underflow to zero weight
+    main.mask[:] = -60000.0
+    main.mask[0] = 0.0
+    tier.mask[:] = -60000.0
+    np.testing.assert_allclose(attn_row(q, [main, tier]), main.v[0], rtol=1e-6, atol=1e-6)
+
+
+# --- the ggml op: ggml_flash_attn_ext + ggml_flash_attn_ext_add_tier on the CPU backend (patches/0005) ---
+
+def fa_case(rng, kind, tier_type, d=128, n_head=6, n_head_kv=2, n_seq=2, n_q=3, n_kv=96, n_kv2=20, masked=0.3):
+    """Random inputs in NumPy layout (seq, head, row, dim); masks per sequence, -inf where masked."""
+    def mask(n):
+        m = rng.normal(0, 1, (n_seq, 1, n_q, n)).astype(np.float16)
+        m[rng.random(m.shape) < masked] = -np.inf
+        return m
+    c = {"q": rng.normal(0, 1, (n_seq, n_head, n_q, d)).astype(np.float32),
+         "k": rng.normal(0, 1, (n_seq, n_head_kv, n_kv, d)), "v": rng.normal(0, 1, (n_seq, n_head_kv, n_kv, d)),
+         "k2": rng.normal(0, 1, (n_seq, n_head_kv, n_kv2, d)).astype(tier_type),
+         "v2": rng.normal(0, 1, (n_seq, n_head_kv, n_kv2, d)).astype(tier_type),
+         "mask": mask(n_kv), "mask2": mask(n_kv2), "kind": kind, "sinks": rng.normal(0, 1, n_head).astype(np.float32)}
+    c["kb"], c["vb"] = codec.quantize(c["k"], kind), codec.quantize(c["v"], kind)
+    c["kd"], c["vd"] = codec.dequantize(c["kb"], kind, d), codec.dequantize(c["vb"], kind, d)
+    return c
+
+
+def fa_ggml(c, tier=True, scale=0.1, max_bias=0.0, softcap=0.0, sinks=False) -> np.ndarray:
+    from ggml_ops import F16, F32, Graph
+
+    from oscar_gguf.kvtypes import kv_type
+
+    n_seq, n_head, n_q, d = c["q"].shape
+    _, hkv, n_kv, _ = c["k"].shape
+    n_kv2 = c["k2"].shape[2]
+    t2 = F16 if c["k2"].dtype == np.float16 else F32
+    with Graph() as g:
+        q = g.tensor(F32, c["q"], (d, n_q, n_head, n_seq))
+        k = g.tensor(kv_type(c["kind"]).ggml_type, c["kb"], (d, n_kv, hkv, n_seq))
+        v = g.tensor(kv_type(c["kind"]).ggml_type, c["vb"], (d, n_kv, hkv, n_seq))
+        out = g.base.ggml_flash_attn_ext(g.ctx, q, k, v, g.tensor(F16, c["mask"], (n_kv, n_q, 1, n_seq)),
+                                         scale, max_bias, softcap)
+        if sinks:
+            g.base.ggml_flash_attn_ext_add_sinks(out, g.tensor(F32, c["sinks"], (n_head,)))
+        if tier:
+            g.base.ggml_flash_attn_ext_add_tier(out, g.tensor(t2, c["k2"], (d, n_kv2, hkv, n_seq)),
+                                                g.tensor(t2, c["v2"], (d, n_kv2, hkv, n_seq)),
+                                                g.tensor(F16, c["mask2"], (n_kv2, n_q, 1, n_seq)))
+        return g.compute(out).reshape(n_seq, n_q, n_head, d)
+
+
+def fa_numpy(c, scale=0.1, max_bias=0.0, softcap=0.0, sinks=False) -> np.ndarray:
+    n_seq, n_head, n_q, d = c["q"].shape
+    hkv = c["k"].shape[1]
+    # a f16 tier's K.Q runs in ggml's f16 dot: the query is rounded to f16 first
+    q2 = c["q"].astype(np.float16) if c["k2"].dtype == np.float16 else c["q"]
+    n_head_log2 = 1 << int(np.floor(np.log2(n_head)))
+    m0, m1 = 2.0 ** (-max_bias / n_head_log2), 2.0 ** (-(max_bias / 2) / n_head_log2)
+    out = np.zeros((n_seq, n_q, n_head, d))
+    for s in range(n_seq):
+        for h in range(n_head):
+            kh = h // (n_head // hkv)
+            slope = (m0 ** (h + 1) if h < n_head_log2 else m1 ** (2 * (h - n_head_log2) + 1)) if max_bias > 0 else 1.0
+            for i in range(n_q):
+                l1 = c["kd"][s, kh].astype(np.float64) @ c["q"][s, h, i].astype(np.float64)
+                l2 = c["k2"][s, kh].astype(np.float64) @ q2[s, h, i].astype(np.float64)
+                logit = scale * np.concatenate([l1, l2])
+                if softcap:
+                    logit = softcap * np.tanh(logit / softcap)
+                m = np.concatenate([c["mask"][s, 0, i], c["mask2"][s, 0, i]]).astype(np.float64)
+                with np.errstate(invalid="ignore"):
+                    logit = logit + slope * m
+                vals = np.concatenate([c["vd"][s, kh], c["v2"][s, kh].astype(np.float32)]).astype(np.float64)
+                live = np.isfinite(logit)
+                sink = c["sinks"][h] if sinks else -np.inf
+                top = max(logit[live].max() if live.any() else -np.inf, sink)
+                if top == -np.inf:
+                    continue
+                w = np.where(live, np.exp(np.where(live, logit, 0) - top), 0.0)
+                out[s, i, h] = (w @ vals) / (w.sum() + np.exp(sink - top))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["oscar2", "oscar4"])
+@pytest.mark.parametrize("tier_type", [np.float16, np.float32])
+@pytest.mark.parametrize("opts", [{}, {"softcap": 2.0, "sinks": True}, {"max_bias": 8.0}])
+def test_ggml_flash_attn_tier_matches_numpy(kind, tier_type, opts):
+    """GQA 3, two sequences with their own masks, three queries, sinks, soft-capping and ALiBi slopes."""
+    c = fa_case(np.random.default_rng(11), kind, tier_type)
+    np.testing.assert_allclose(fa_ggml(c, **opts), fa_numpy(c, **opts), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("d", [64, 256])
+def test_ggml_flash_attn_tier_head_sizes(d):
+    c = fa_case(np.random.default_rng(d), "oscar3", np.float16, d=d, n_head=4, n_head_kv=4, n_seq=1, n_q=1)
+    np.testing.assert_allclose(fa_ggml(c), fa_numpy(c), rtol=1e-4, atol=2e-5)
+
+
+def test_ggml_masked_tier_equals_plain_flash_attn():
+    """A tier whose rows are all masked gives upstream's one-source result (same math, float rounding aside)."""
+    c = fa_case(np.random.default_rng(5), "oscar3", np.float16)
+    c["mask2"][:] = -np.inf
+    np.testing.assert_allclose(fa_ggml(c, tier=True), fa_ggml(c, tier=False), rtol=1e-5, atol=1e-6)
