@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -20,10 +19,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-GGUF_MAGIC = b"GGUF"
+from .ggufmeta import GGUFError, check_complete, read_gguf
 
 
-class ModelError(ValueError):
+class ModelError(GGUFError):
     """A model name or file that cannot be used; the message is one line."""
 
 
@@ -88,101 +87,13 @@ def verify_sha256(path: Path, expected: str, *, delete: bool = True) -> None:
 
 # --- GGUF sanity check -------------------------------------------------------
 
-# (block size, bytes per block) for ggml types common in GGUF files; unknown
-# types are checked by tensor offset only.
-_GGML_SIZES = {
-    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24),
-    8: (32, 34), 9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144),
-    13: (256, 176), 14: (256, 210), 15: (256, 292), 24: (1, 1), 25: (1, 2),
-    26: (1, 4), 27: (1, 8), 28: (1, 8), 30: (1, 2),
-}
-# fixed-size GGUF metadata value types -> byte width (8 = string, 9 = array)
-_KV_WIDTH = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-class _Reader:
-    def __init__(self, f, size: int):
-        self.f, self.size = f, size
-
-    def read(self, n: int) -> bytes:
-        b = self.f.read(n)
-        if len(b) != n:
-            raise EOFError
-        return b
-
-    def u32(self) -> int:
-        return struct.unpack("<I", self.read(4))[0]
-
-    def u64(self) -> int:
-        return struct.unpack("<Q", self.read(8))[0]
-
-    def skip(self, n: int) -> None:
-        if self.f.tell() + n > self.size:
-            raise EOFError
-        self.f.seek(n, os.SEEK_CUR)
-
-    def string(self) -> bytes:
-        n = self.u64()
-        if self.f.tell() + n > self.size:
-            raise EOFError
-        return self.read(n)
-
-    def value(self, t: int):
-        if t in _KV_WIDTH:
-            return self.read(_KV_WIDTH[t])
-        if t == 8:
-            return self.string()
-        if t == 9:
-            et, n = self.u32(), self.u64()
-            if et in _KV_WIDTH:
-                self.skip(n * _KV_WIDTH[et])
-            else:
-                for _ in range(n):
-                    self.value(et)
-            return None
-        raise ValueError(f"unknown metadata type {t}")
-
-
 def check_gguf(path: str | os.PathLike) -> Path:
     """Check that ``path`` is a complete GGUF file (header, metadata and tensor data)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise ModelError(f"not a GGUF file (no 'GGUF' magic bytes): {p}")
-        r = _Reader(f, size)
-        try:
-            version = r.u32()
-            if version not in (2, 3):
-                raise ModelError(f"unsupported GGUF version {version}: {p}")
-            n_tensors, n_kv = r.u64(), r.u64()
-            alignment = 32
-            for _ in range(n_kv):
-                key, t = r.string(), r.u32()
-                v = r.value(t)
-                if key == b"general.alignment" and t == 4:
-                    alignment = struct.unpack("<I", v)[0] or 32
-            end = 0
-            for _ in range(n_tensors):
-                r.string()
-                dims = [r.u64() for _ in range(r.u32())]
-                gtype, offset = r.u32(), r.u64()
-                n = 1
-                for d in dims:
-                    n *= d
-                blk, nbytes = _GGML_SIZES.get(gtype, (1, 0))
-                end = max(end, offset + n // blk * nbytes)
-            data_start = -(-f.tell() // alignment) * alignment
-        except (EOFError, struct.error, ValueError) as e:
-            if isinstance(e, ModelError):
-                raise
-            raise ModelError(f"truncated or corrupt GGUF file ({size} bytes): {p}") from None
-    if data_start + end > size:
-        raise ModelError(f"truncated GGUF file: tensor data needs {data_start + end} bytes, "
-                         f"file has {size}: {p}")
-    return p
+    try:
+        check_complete(read_gguf(path))
+    except GGUFError as e:
+        raise ModelError(str(e)) from None
+    return Path(path)
 
 
 # --- fetching ----------------------------------------------------------------
