@@ -81,7 +81,8 @@ class _Timer:
 
 def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, repeats: int = 3,
         threads: int | None = None, n_gpu_layers: int = 0, prefill: tuple[int, int] | None = None,
-        random_tokens: bool = False, sequential: bool = False, n_batch: int = 512, attention: bool = False) -> dict:
+        random_tokens: bool = False, sequential: bool = False, n_batch: int = 512, attention: bool = False,
+        sinks: int | None = None, window: int | None = None) -> dict:
     from tqdm import tqdm
 
     from .chat import OscarModel
@@ -94,7 +95,7 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
 
     def load(t: str):
         return OscarModel(model, kv=t, ctx=ctx, n_threads=threads, n_threads_batch=threads,
-                          n_gpu_layers=n_gpu_layers, n_batch=n_batch)
+                          n_gpu_layers=n_gpu_layers, n_batch=n_batch, sinks=sinks, window=window)
 
     attn = attention_perf(types) if attention else None  # before any model takes GPU memory
     first = load(types[0])

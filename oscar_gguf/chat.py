@@ -11,6 +11,11 @@ from .kvtypes import KVType, kv_type
 from .models import DEFAULT_MODEL, resolve
 
 
+# The f16 tier of protected tokens (docs/tier.md): the first SINKS and the newest WINDOW tokens of each sequence
+# are attended in f16 next to the OScaR cache. Measured on SmolLM2 (docs/eval-tier-smollm2-ctx2048.md).
+DEFAULT_SINKS, DEFAULT_WINDOW = 1, 128
+
+
 @dataclass(frozen=True)
 class CacheInfo:
     """What llama.cpp reported when it made the KV cache."""
@@ -20,6 +25,21 @@ class CacheInfo:
     v_mib: float
     attn_rot_k: int | None
     attn_rot_v: int | None
+    tier_sinks: int = 0
+    tier_window: int = 0
+    tier_mib: float = 0.0
+
+
+def resolve_tier(k: KVType, v: KVType, sinks: int | None, window: int | None, n_gpu_layers: int) -> tuple[int, int]:
+    """(sinks, window) of the f16 tier: only OScaR caches have one; by default on the CPU. CUDA has no kernel for
+    it yet (its attention would run on the CPU), so offloaded models get it only when asked for."""
+    for name, n in (("sinks", sinks), ("window", window)):
+        if n is not None and (not isinstance(n, int) or n < 0):
+            raise ValueError(f"tier {name} must be a non-negative integer, got {n!r}")
+    if not (k.oscar_bits or v.oscar_bits):
+        return 0, 0
+    on = n_gpu_layers == 0
+    return (DEFAULT_SINKS if on else 0) if sinks is None else sinks, (DEFAULT_WINDOW if on else 0) if window is None else window
 
 
 def check_head_sizes(shape: AttentionShape, k: KVType, v: KVType, model: str) -> None:
@@ -35,6 +55,7 @@ class OscarModel:
 
     def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096,
                  kv_k: str | None = None, kv_v: str | None = None, n_gpu_layers: int = 0,
+                 sinks: int | None = None, window: int | None = None,
                  n_threads: int | None = None, n_batch: int = 512, logits_all: bool = False,
                  seed: int = 0, verbose: bool = False, **llama_kwargs: Any):
         import llama_cpp
@@ -47,13 +68,16 @@ class OscarModel:
         self.path: Path = resolve(model)
         self.shape = attention_shape(self.path)
         check_head_sizes(self.shape, k, v, str(model))
+        tier_sinks, tier_window = resolve_tier(k, v, sinks, window, n_gpu_layers)
         with llamalog.capture(echo=verbose) as log:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),
                 type_k=k.ggml_type, type_v=v.ggml_type, flash_attn=True, n_gpu_layers=n_gpu_layers,
-                n_threads=n_threads, logits_all=logits_all, seed=seed, verbose=verbose, **llama_kwargs)
-        sizes = log.kv_sizes_mib()
-        self.cache = CacheInfo(k.name, v.name, sizes["k"], sizes["v"], log.flag("attn_rot_k"), log.flag("attn_rot_v"))
+                n_threads=n_threads, logits_all=logits_all, seed=seed, verbose=verbose,
+                oscar_sinks=tier_sinks, oscar_window=tier_window, **llama_kwargs)
+        sizes, tier = log.kv_sizes_mib(), log.tier()
+        self.cache = CacheInfo(k.name, v.name, sizes["k"], sizes["v"], log.flag("attn_rot_k"), log.flag("attn_rot_v"),
+                               *tier)
         self.log = log
 
     def chat(self, messages: list[dict[str, str]], stream: bool = False, **sampling: Any) -> dict | Iterator[dict]:
@@ -71,5 +95,6 @@ class OscarModel:
 
 
 def load(model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096, **kwargs: Any) -> OscarModel:
-    """Load `model` (registry name or GGUF path) with KV cache type `kv` (or `kv_k`/`kv_v`) and `ctx` tokens."""
+    """Load `model` (registry name or GGUF path) with KV cache type `kv` (or `kv_k`/`kv_v`) and `ctx` tokens.
+    `sinks`/`window` size the f16 tier of an OScaR cache (default 1 and 128 on the CPU; 0, 0 turns it off)."""
     return OscarModel(model, kv=kv, ctx=ctx, **kwargs)

@@ -13,6 +13,19 @@ def _types(s: str) -> list[str]:
     return [kv_type(t.strip()).name for t in s.split(",") if t.strip()]
 
 
+def _tiers(s: str | None) -> list[tuple[int, int]] | None:
+    """'S:W,S:W' -> [(S, W), ...] (sinks, window of the f16 tier)."""
+    if not s:
+        return None
+    out = []
+    for part in s.split(","):
+        sinks, sep, window = part.strip().partition(":")
+        if not sep or not sinks.isdigit() or not window.isdigit():
+            raise ValueError(f"tier {part.strip()!r} is not SINKS:WINDOW (two non-negative integers)")
+        out.append((int(sinks), int(window)))
+    return out
+
+
 def cmd_info(a) -> int:
     from .info import report
 
@@ -31,9 +44,11 @@ def cmd_models(a) -> int:
 def cmd_chat(a) -> int:
     from .chat import load
 
-    m = load(a.model, kv=a.kv, ctx=a.ctx, kv_k=a.kv_k, kv_v=a.kv_v, n_gpu_layers=a.gpu_layers, verbose=a.verbose)
+    m = load(a.model, kv=a.kv, ctx=a.ctx, kv_k=a.kv_k, kv_v=a.kv_v, n_gpu_layers=a.gpu_layers, verbose=a.verbose,
+             sinks=a.sinks, window=a.window)
+    tier = f", f16 tier {m.cache.tier_sinks}+{m.cache.tier_window} tokens" if m.cache.tier_mib else ""
     print(f"[{m.path.name}: KV cache K={m.cache.type_k} V={m.cache.type_v}, "
-          f"{m.cache.k_mib + m.cache.v_mib:.2f} MiB for {a.ctx} tokens]", file=sys.stderr)
+          f"{m.cache.k_mib + m.cache.v_mib + m.cache.tier_mib:.2f} MiB for {a.ctx} tokens{tier}]", file=sys.stderr)
     messages = [{"role": "system", "content": a.system}] if a.system else []
     sampling = dict(max_tokens=a.max_tokens, temperature=a.temperature, seed=a.seed)
 
@@ -82,7 +97,7 @@ def cmd_eval(a) -> int:
     from . import evaluate
 
     report = evaluate.run(a.model, _types(a.kv), a.ctx, max_chunks=a.max_chunks, min_chunks=a.min_chunks,
-                          threads=a.threads, n_gpu_layers=a.gpu_layers)
+                          threads=a.threads, n_gpu_layers=a.gpu_layers, tiers=_tiers(a.tiers))
     return publish(report, Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}"), evaluate, a.argv, not a.no_plot)
 
 
@@ -96,7 +111,7 @@ def cmd_bench(a) -> int:
     report = bench.run(a.model, _types(a.kv), [int(d) for d in a.depths.split(",")], n_decode=a.n_decode,
                        repeats=a.repeats, threads=a.threads, n_gpu_layers=a.gpu_layers, prefill=prefill,
                        random_tokens=a.random_tokens, sequential=a.sequential, n_batch=a.n_batch,
-                       attention=a.attention)
+                       attention=a.attention, sinks=a.sinks, window=a.window)
     where = "cuda" if a.gpu_layers else "cpu"
     return publish(report, Path(a.out or f"bench-{where}-{Path(str(a.model)).stem}"), bench, a.argv, not a.no_plot)
 
@@ -127,6 +142,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--kv", default=kv_default, help=f"KV cache type(s): {kinds}")
         p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
 
+    def tier(p):
+        p.add_argument("--sinks", type=int, default=None,
+                       help="OScaR caches: first tokens kept in the f16 tier (default 1 on the CPU; 0 with --window 0: off)")
+        p.add_argument("--window", type=int, default=None,
+                       help="OScaR caches: newest tokens kept in the f16 tier (default 128 on the CPU)")
+
     p = sub.add_parser("chat", help="chat with a model (interactive, or one-shot with --prompt)")
     common(p, "oscar2")
     p.add_argument("--kv-k", help="K cache type (overrides --kv)")
@@ -138,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="system message")
     p.add_argument("--prompt", default=None, help="one-shot: answer this and exit")
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's log")
+    tier(p)
     p.set_defaults(fn=cmd_chat)
 
     p = sub.add_parser("eval", help="KLD / perplexity / top-1 of KV types against the f16 cache")
@@ -148,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", help="output prefix for .json/.md/.png")
     p.add_argument("--no-plot", action="store_true", help="write .json and .md only (draw later with render)")
+    p.add_argument("--tiers", help="SINKS:WINDOW[,...]: measure each OScaR type with each f16 tier (default: the default tier)")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("bench", help="decode tokens/s at context depths, prefill at depth, KV buffer sizes")
@@ -164,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
                    help="CUDA: also time the flash-attention kernel at 128K context (test-backend-ops perf)")
     p.add_argument("--out", help="output prefix for .json/.md/.png")
     p.add_argument("--no-plot", action="store_true", help="write .json and .md only (draw later with render)")
+    tier(p)
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("render", help="redraw the .md/.png of a saved eval or bench .json")

@@ -1,8 +1,9 @@
 """Quality of KV-cache types against the f16 cache on real prose: KL divergence, perplexity, top-1 agreement.
 
 Each chunk is `ctx` tokens (BOS + text) evaluated from an empty cache; like llama-perplexity's KLD mode,
-the second half of each chunk is scored so every scored token sees at least ctx/2 tokens of context.
-Chunks are added until the 95 % confidence interval of every type's mean KLD is under 10 % of it.
+the second half of each chunk is scored so every scored token sees at least ctx/2 tokens of context (the mean
+KLD over all positions is reported too). Chunks are added until the 95 % confidence interval of every type's
+mean KLD is under 10 % of it. OScaR types can be measured with several f16 tiers (sinks, window) in one run.
 """
 from __future__ import annotations
 
@@ -58,19 +59,32 @@ def chunk_logits(llm, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(tokens)], dtype=np.float32)
 
 
+def variants(kv_types: list[str], tiers: list[tuple[int, int]] | None) -> dict[str, tuple[str, int | None, int | None]]:
+    """label -> (cache type, sinks, window): f16 first; each OScaR type once per tier (None: the default tier)."""
+    types = [kv_type(t).name for t in kv_types]
+    out: dict[str, tuple[str, int | None, int | None]] = {"f16": ("f16", 0, 0)}
+    for t in types:
+        if kv_type(t).oscar_bits and tiers:
+            out.update({f"{t} s{s}w{w}": (t, s, w) for s, w in tiers})
+        elif t != "f16":
+            out[t] = (t, None, None)
+    return out
+
+
 def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chunks: int = 2,
-        rel_ci: float = 0.10, threads: int | None = None, n_gpu_layers: int = 0) -> dict:
+        rel_ci: float = 0.10, threads: int | None = None, n_gpu_layers: int = 0,
+        tiers: list[tuple[int, int]] | None = None) -> dict:
     from tqdm import tqdm
 
     from .chat import OscarModel
     from .corpus import load_corpus
 
-    types = [kv_type(t).name for t in kv_types]
-    if "f16" not in types:
-        types = ["f16"] + types
+    plan = variants(kv_types, tiers)
+    types = list(plan)
     corpus = load_corpus("eval")
-    models = {t: OscarModel(model, kv=t, ctx=ctx, logits_all=True, n_threads=threads, n_gpu_layers=n_gpu_layers)
-              for t in tqdm(types, desc="loading models", file=sys.stderr)}
+    models = {label: OscarModel(model, kv=t, ctx=ctx, logits_all=True, n_threads=threads, n_gpu_layers=n_gpu_layers,
+                                sinks=s, window=w)
+              for label, (t, s, w) in tqdm(plan.items(), desc="loading models", file=sys.stderr)}
     ref_llm = models["f16"].llm
     text_tokens = ref_llm.tokenize(corpus.text.encode(), add_bos=False, special=False)
     bos = ref_llm.token_bos()
@@ -78,17 +92,19 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
     if n_chunks < min_chunks:
         raise ValueError(f"corpus has {len(text_tokens)} tokens, too few for {min_chunks} chunks of {ctx}")
     stats = {t: Stats() for t in types}
+    stats_all = {t: Stats() for t in types}
     first = ctx // 2
     t0 = time.time()
     bar = tqdm(total=n_chunks, desc=f"chunks of {ctx} tokens", file=sys.stderr)
     done = 0
     for c in range(n_chunks):
         chunk = [bos] + text_tokens[c * (ctx - 1):(c + 1) * (ctx - 1)]
-        targets = np.array(chunk[first + 1:])
-        ref = chunk_logits(ref_llm, chunk)[first:-1]
+        targets = np.array(chunk[1:])
+        ref = chunk_logits(ref_llm, chunk)[:-1]
         for t in types:
-            logits = ref if t == "f16" else chunk_logits(models[t].llm, chunk)[first:-1]
-            stats[t].add(*compare(ref, logits, targets))
+            logits = ref if t == "f16" else chunk_logits(models[t].llm, chunk)[:-1]
+            stats[t].add(*compare(ref[first:], logits[first:], targets[first:]))
+            stats_all[t].add(*compare(ref, logits, targets))
         done = c + 1
         bar.update(1)
         summaries = [s.summary() for t, s in stats.items() if t != "f16"]
@@ -104,7 +120,8 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
         "model": str(model), "model_file": models["f16"].path.name, "ctx": ctx, "chunks": done,
         "scored_tokens_per_type": len(stats["f16"].kld), "seconds": round(time.time() - t0, 1),
         "corpus": {"package": corpus.package, "version": corpus.version, "documents": corpus.documents},
-        "results": {t: {"bits_per_element": kv_type(t).bits_per_element, **stats[t].summary(), "cache": caches[t]}
+        "results": {t: {"bits_per_element": kv_type(plan[t][0]).bits_per_element, **stats[t].summary(),
+                        "kld_all_positions": stats_all[t].summary()["kld"], "cache": caches[t]}
                     for t in types},
     }
 
@@ -116,12 +133,17 @@ def markdown(report: dict) -> str:
              f"{report['scored_tokens_per_type']} scored tokens per type; text: Debian `{report['corpus']['package']}` "
              f"{report['corpus']['version']} ({len(report['corpus']['documents'])} documents). "
              "The CI is over tokens (1.96 standard errors of the per-token KLD).", "",
-             "| KV type | bits/element | mean KLD vs f16 | 95 % CI | KLD / q4_0 | PPL | top-1 agreement |",
-             "|---|---|---|---|---|---|---|"]
+             "KLD and top-1 are over the second half of each chunk; 'all' is the KLD over every position. "
+             "Tier: the f16 sinks/window of an OScaR cache and its size.", "",
+             "| KV type | bits/element | tier | mean KLD vs f16 | 95 % CI | KLD / q4_0 | KLD, all | PPL | top-1 agreement |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t, r in res.items():
         ratio = f"{r['kld'] / q4:.2f}" if q4 and t != "f16" else "-"
-        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {r['kld']:.5f} | ±{r['kld_ci95']:.5f} | {ratio} | "
-                     f"{r['ppl']:.3f} | {100 * r['top1']:.2f} % |")
+        c = r.get("cache", {})
+        tier = f"{c['tier_sinks']}/{c['tier_window']} ({c['tier_mib']:.2f} MiB)" if c.get("tier_mib") else "-"
+        kld_all = f"{r['kld_all_positions']:.5f}" if "kld_all_positions" in r else "-"
+        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {tier} | {r['kld']:.5f} | ±{r['kld_ci95']:.5f} | {ratio} | "
+                     f"{kld_all} | {r['ppl']:.3f} | {100 * r['top1']:.2f} % |")
     if "command" in report:
         lines += ["", f"Command: `{report['command']}`"]
     return "\n".join(lines) + "\n"

@@ -30,6 +30,12 @@ class LlamaLog:
         caches = self.kv_caches()
         return {"k": sum(c["k_mib"] for c in caches), "v": sum(c["v_mib"] for c in caches)}
 
+    def tier(self) -> tuple[int, int, float]:
+        """The f16 tier llama.cpp made (sinks, window, MiB); zeros when there is none (or a tier was refused)."""
+        pat = r"oscar-gguf f16 tier: (\d+) sinks \+ (\d+) window per sequence,\s*([\d.]+) MiB"
+        found = re.findall(pat, self.text)
+        return (int(found[0][0]), int(found[0][1]), sum(float(m[2]) for m in found)) if found else (0, 0, 0.0)
+
     def flag(self, name: str) -> int | None:
         m = re.search(rf"\b{name} = (\d+)", self.text)
         return int(m.group(1)) if m else None
