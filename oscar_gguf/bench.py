@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kvtypes import kv_type
+from .kvtypes import kv_type, variants
 
 ATTN_KV = 131072  # the perf cases: D 128, 8 KV heads, GQA 4 (a Llama-3.1-8B layer), this many cached tokens
 COPY_CASE = r"ne_src=\[8192,8192,8,1\]"  # the perf case of a 1 GiB f16 copy (test-backend-ops -p is a regex)
@@ -82,22 +82,25 @@ class _Timer:
 def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, repeats: int = 3,
         threads: int | None = None, n_gpu_layers: int = 0, prefill: tuple[int, int] | None = None,
         random_tokens: bool = False, sequential: bool = False, n_batch: int = 512, attention: bool = False,
-        sinks: int | None = None, window: int | None = None) -> dict:
+        tiers: list[tuple[int, int]] | None = None) -> dict:
     from tqdm import tqdm
 
     from .chat import OscarModel
 
-    types = [kv_type(t).name for t in kv_types]
+    plan = variants(kv_types, tiers)  # label -> (cache type, f16 tier sinks, window)
+    types = list(plan)
     depths = sorted(depths)
     longest = max(depths + ([sum(prefill)] if prefill else []))
     ctx = longest + n_decode + 1
     threads = threads or os.cpu_count()
 
-    def load(t: str):
+    def load(label: str):
+        t, sinks, window = plan[label]
         return OscarModel(model, kv=t, ctx=ctx, n_threads=threads, n_threads_batch=threads,
                           n_gpu_layers=n_gpu_layers, n_batch=n_batch, sinks=sinks, window=window)
 
-    attn = attention_perf(types) if attention else None  # before any model takes GPU memory
+    # before any model takes GPU memory
+    attn = attention_perf(list(dict.fromkeys(t for t, _, _ in plan.values()))) if attention else None
     first = load(types[0])
     if random_tokens:  # models with a placeholder vocabulary (scripts/make_bench_model.py)
         prompt = np.random.default_rng(0).integers(3, first.llm.n_vocab(), size=longest).tolist()
@@ -136,7 +139,7 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
                 if prefill and not prefill_rates[t]:
                     prefill_runs(tm, t)
                     bar.update(1)
-                info[t] = _cache_info(m, t)
+                info[t] = _cache_info(m, plan[t][0])
                 m.close()
         else:
             models = {t: first if t == types[0] else load(t) for t in types}
@@ -154,11 +157,11 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
                     prefill_runs(timers[t], t)
                     bar.update(1)
             for t, m in models.items():
-                info[t] = _cache_info(m, t)
+                info[t] = _cache_info(m, plan[t][0])
                 m.close()
     results = {}
     for t in types:
-        results[t] = {"bits_per_element": kv_type(t).bits_per_element,
+        results[t] = {"bits_per_element": kv_type(plan[t][0]).bits_per_element,
                       "decode_tok_s": {str(d): float(np.median(r)) for d, r in rates[t].items()},
                       "decode_tok_s_all": {str(d): r for d, r in rates[t].items()}, **info[t]}
         if prefill:
@@ -185,6 +188,7 @@ def _cache_info(m, t: str) -> dict:
     layers = sum(c["layers"] for c in caches)
     at_k, at_v = expected_kv_bytes(m.shape, ATTN_KV, layers, t)
     return {"kv_cells": sum(c["cells"] for c in caches), "layers": layers,
+            "tier_sinks": m.cache.tier_sinks, "tier_window": m.cache.tier_window, "tier_mib": m.cache.tier_mib,
             "k_mib_reported": sum(c["k_mib"] for c in caches), "v_mib_reported": sum(c["v_mib"] for c in caches),
             "k_mib_expected": exp_k / 2 ** 20, "v_mib_expected": exp_v / 2 ** 20,
             "kv_mib_at_128k": (at_k + at_v) / 2 ** 20}
@@ -229,21 +233,24 @@ def markdown(report: dict) -> str:
              "| KV type | bits/element | " + " | ".join(f"tok/s @ {d}" for d in depths)
              + (f" | prefill {pre['tokens']} @ {pre['depth']} tok/s" if pre else "")
              + " | K MiB (llama.cpp) | K MiB (bits × elements) | V MiB (llama.cpp) | V MiB (bits × elements) |"
-             + " KV MiB @ 128K |",
-             "|---|---|" + "---|" * len(depths) + ("---|" if pre else "") + "---|---|---|---|---|"]
+             + " KV MiB @ 128K | f16 tier MiB |",
+             "|---|---|" + "---|" * len(depths) + ("---|" if pre else "") + "---|---|---|---|---|---|"]
     for t, r in res.items():
         speeds = " | ".join(f"{r['decode_tok_s'][str(d)]:.1f}" for d in depths)
         p = f" {r['prefill_tok_s']:.0f} |" if pre else ""
         lines.append(f"| {t} | {r['bits_per_element']:.2f} | {speeds} |{p} {r['k_mib_reported']:.2f} | "
                      f"{r['k_mib_expected']:.2f} | {r['v_mib_reported']:.2f} | {r['v_mib_expected']:.2f} | "
-                     f"{r.get('kv_mib_at_128k', float('nan')):.0f} |")
-    for base in ("f16", "q4_0"):
+                     f"{r.get('kv_mib_at_128k', float('nan')):.0f} | {r.get('tier_mib', 0.0):.2f} |")
+    no_tier = [t for t in res if t.endswith(" s0w0")]  # each OScaR type against itself without the f16 tier
+    for base in ["f16", "q4_0"] + no_tier:
         if base not in res:
             continue
+        rows = [t for t in res if t.split(" ")[0] == base.split(" ")[0]] if base in no_tier else list(res)
         lines += ["", f"Relative to {base} (same run):", "",
                   "| KV type | " + " | ".join(f"decode @ {d}" for d in depths) + (" | prefill |" if pre else " |"),
                   "|---|" + "---|" * (len(depths) + (1 if pre else 0))]
-        for t, r in res.items():
+        for t in rows:
+            r = res[t]
             cells = [f"{r['decode_tok_s'][str(d)] / res[base]['decode_tok_s'][str(d)]:.2f}" for d in depths]
             if pre:
                 cells.append(f"{r['prefill_tok_s'] / res[base]['prefill_tok_s']:.2f}")

@@ -111,7 +111,7 @@ def cmd_bench(a) -> int:
     report = bench.run(a.model, _types(a.kv), [int(d) for d in a.depths.split(",")], n_decode=a.n_decode,
                        repeats=a.repeats, threads=a.threads, n_gpu_layers=a.gpu_layers, prefill=prefill,
                        random_tokens=a.random_tokens, sequential=a.sequential, n_batch=a.n_batch,
-                       attention=a.attention, sinks=a.sinks, window=a.window)
+                       attention=a.attention, tiers=_tiers(a.tiers))
     where = "cuda" if a.gpu_layers else "cpu"
     return publish(report, Path(a.out or f"bench-{where}-{Path(str(a.model)).stem}"), bench, a.argv, not a.no_plot)
 
@@ -187,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
                    help="CUDA: also time the flash-attention kernel at 128K context (test-backend-ops perf)")
     p.add_argument("--out", help="output prefix for .json/.md/.png")
     p.add_argument("--no-plot", action="store_true", help="write .json and .md only (draw later with render)")
-    tier(p)
+    p.add_argument("--tiers", help="SINKS:WINDOW[,...]: time each OScaR type with each f16 tier (default: the default tier)")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("render", help="redraw the .md/.png of a saved eval or bench .json")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kvtypes import kv_type
+from .kvtypes import kv_type, variants
 
 
 @dataclass
@@ -59,18 +59,6 @@ def chunk_logits(llm, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(tokens)], dtype=np.float32)
 
 
-def variants(kv_types: list[str], tiers: list[tuple[int, int]] | None) -> dict[str, tuple[str, int | None, int | None]]:
-    """label -> (cache type, sinks, window): f16 first; each OScaR type once per tier (None: the default tier)."""
-    types = [kv_type(t).name for t in kv_types]
-    out: dict[str, tuple[str, int | None, int | None]] = {"f16": ("f16", 0, 0)}
-    for t in types:
-        if kv_type(t).oscar_bits and tiers:
-            out.update({f"{t} s{s}w{w}": (t, s, w) for s, w in tiers})
-        elif t != "f16":
-            out[t] = (t, None, None)
-    return out
-
-
 def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chunks: int = 2,
         rel_ci: float = 0.10, threads: int | None = None, n_gpu_layers: int = 0,
         tiers: list[tuple[int, int]] | None = None) -> dict:
@@ -79,7 +67,7 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
     from .chat import OscarModel
     from .corpus import load_corpus
 
-    plan = variants(kv_types, tiers)
+    plan = {"f16": ("f16", 0, 0), **{k: v for k, v in variants(kv_types, tiers).items() if k != "f16"}}
     types = list(plan)
     corpus = load_corpus("eval")
     models = {label: OscarModel(model, kv=t, ctx=ctx, logits_all=True, n_threads=threads, n_gpu_layers=n_gpu_layers,

@@ -54,5 +54,18 @@ def oscar_type(name: str) -> KVType:
     return t
 
 
+def variants(names: list[str], tiers: list[tuple[int, int]] | None) -> dict[str, tuple[str, int | None, int | None]]:
+    """label -> (cache type, sinks, window) for a run that compares types: with tiers, each OScaR type once per
+    f16 tier ("oscar2 s1w128"); every other type once, and OScaR types too without tiers (None: the default)."""
+    out: dict[str, tuple[str, int | None, int | None]] = {}
+    for name in names:
+        t = kv_type(name)
+        if t.oscar_bits and tiers:
+            out.update({f"{t.name} s{s}w{w}": (t.name, s, w) for s, w in tiers})
+        else:
+            out[t.name] = (t.name, None, None)
+    return out
+
+
 def bits_per_element(name: str) -> float:
     return kv_type(name).bits_per_element

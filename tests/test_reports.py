@@ -46,3 +46,20 @@ def test_compare_is_zero_for_identical_logits():
     logits = np.random.default_rng(0).standard_normal((5, 100)).astype(np.float32)
     kld, nll, top1 = evaluate.compare(logits, logits, np.arange(5))
     assert np.allclose(kld, 0) and top1.all() and (nll > 0).all()
+
+
+def test_eval_and_bench_compare_f16_tiers_in_one_run(tmp_path):
+    out = tmp_path / "ev"
+    assert cli.main(["eval", "--kv", "q4_0,oscar2", "--ctx", "256", "--max-chunks", "1", "--min-chunks", "1",
+                     "--tiers", "0:0,1:32", "--no-plot", "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert list(res) == ["f16", "q4_0", "oscar2 s0w0", "oscar2 s1w32"]
+    assert res["oscar2 s1w32"]["cache"]["tier_window"] == 32 and res["oscar2 s0w0"]["cache"]["tier_mib"] == 0
+    assert res["oscar2 s1w32"]["kld"] < res["oscar2 s0w0"]["kld"]
+    assert "kld_all_positions" in res["q4_0"] and "1/32 (" in out.with_suffix(".md").read_text()
+    report = bench.run("smollm2", ["oscar3"], [64], n_decode=2, repeats=1, tiers=[(0, 0), (1, 16)])
+    assert list(report["results"]) == ["oscar3 s0w0", "oscar3 s1w16"]
+    assert report["results"]["oscar3 s1w16"]["tier_mib"] > 0
+    assert "Relative to oscar3 s0w0" in bench.markdown(report)
+    with pytest.raises(ValueError, match="SINKS:WINDOW"):
+        cli._tiers("1-32")
