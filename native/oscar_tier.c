@@ -3,6 +3,8 @@
 // a token gets does not depend on its position, so a position shift only rewrites the remembered positions.
 // llama.cpp's cache (patches/) keeps one oscar_tier per cache and calls these to place tokens, follow the
 // sequence operations and build the two attention masks.
+#include <stdlib.h>
+
 #include "oscar.h"
 
 static int32_t * seq_slots(const oscar_tier * t, int32_t seq) { return t->pos + (int64_t) seq * (t->sinks + t->window); }
@@ -132,4 +134,36 @@ void oscar_tier_mask(const oscar_tier * t, int32_t slot0, int32_t nslots, int32_
             row[nslots + j] = x_seq[j] == q_seq[i] && oscar_tier_covers(t, x_pos[j], q_pos[i]) ? zero : ninf;
         }
     }
+}
+
+static int64_t seq_pos_key(int32_t seq, int32_t pos) { return ((int64_t) seq << 32) | (uint32_t) pos; }
+
+static int cmp_key(const void * a, const void * b) {
+    const int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return (x > y) - (x < y);
+}
+
+void oscar_tier_mask_main(const oscar_tier * prev, int32_t nq, const int32_t * q_seq, const int32_t * q_pos,
+                          int64_t n_kv, const int32_t * cell_pos, uint16_t * mask, int64_t stride) {
+    const int32_t per_seq = prev->sinks + prev->window, nslots = prev->n_seq * per_seq;
+    const uint16_t ninf = 0xfc00;  // fp16 -inf
+    // (sequence, position) of every key in the tier source, sorted for lookups
+    int64_t * held = (int64_t *) malloc(sizeof(int64_t) * (size_t) (nslots + nq > 0 ? nslots + nq : 1));
+    int32_t nheld = 0;
+    if (!held) abort();  // a mask that double-counts keys would be silently wrong
+    for (int32_t s = 0; s < nslots; s++) {
+        if (prev->pos[s] >= 0) held[nheld++] = seq_pos_key(s / per_seq, prev->pos[s]);
+    }
+    for (int32_t i = 0; i < nq; i++) held[nheld++] = seq_pos_key(q_seq[i], q_pos[i]);
+    qsort(held, (size_t) nheld, sizeof(int64_t), cmp_key);
+    for (int32_t i = 0; i < nq; i++) {
+        uint16_t * row = mask + (int64_t) i * stride;
+        for (int64_t j = 0; j < n_kv; j++) {
+            const int32_t kp = cell_pos[j];
+            if (row[j] == ninf || kp < 0 || !oscar_tier_covers(prev, kp, q_pos[i])) continue;
+            const int64_t key = seq_pos_key(q_seq[i], kp);
+            if (bsearch(&key, held, (size_t) nheld, sizeof(int64_t), cmp_key)) row[j] = ninf;
+        }
+    }
+    free(held);
 }

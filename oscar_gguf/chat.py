@@ -38,8 +38,8 @@ def resolve_tier(k: KVType, v: KVType, sinks: int | None, window: int | None, n_
             raise ValueError(f"tier {name} must be a non-negative integer, got {n!r}")
     if not (k.oscar_bits or v.oscar_bits):
         return 0, 0
-    on = n_gpu_layers == 0
-    return (DEFAULT_SINKS if on else 0) if sinks is None else sinks, (DEFAULT_WINDOW if on else 0) if window is None else window
+    default_sinks, default_window = (DEFAULT_SINKS, DEFAULT_WINDOW) if n_gpu_layers == 0 else (0, 0)
+    return default_sinks if sinks is None else sinks, default_window if window is None else window
 
 
 def check_head_sizes(shape: AttentionShape, k: KVType, v: KVType, model: str) -> None:

@@ -91,8 +91,9 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
         ref = chunk_logits(ref_llm, chunk)[:-1]
         for t in types:
             logits = ref if t == "f16" else chunk_logits(models[t].llm, chunk)[:-1]
-            stats[t].add(*compare(ref[first:], logits[first:], targets[first:]))
-            stats_all[t].add(*compare(ref, logits, targets))
+            kld, nll, top1 = compare(ref, logits, targets)  # per position: the second half is a slice of it
+            stats[t].add(kld[first:], nll[first:], top1[first:])
+            stats_all[t].add(kld, nll, top1)
         done = c + 1
         bar.update(1)
         summaries = [s.summary() for t, s in stats.items() if t != "f16"]

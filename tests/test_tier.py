@@ -86,6 +86,35 @@ def test_mask_extra_keys_are_the_batch():
             assert (m[i, 8 + j] == 0) == (xs == 0 and xp <= q and (xp == 0 or xp > q - 3))
 
 
+def test_main_mask_drops_the_keys_the_tier_source_holds():
+    """oscar_tier_mask_main against a direct model: a visible main-cache cell is dropped for a query when the
+    query covers its position and the tier (before the batch) or the batch holds that position of its sequence."""
+    t = Tier(2, 1, 4)
+    t.place(0, np.arange(12))   # holds 0, 8..11
+    t.place(1, np.arange(3))    # holds 0..2
+    q_seq = np.array([0, 0, 1, 0], np.int32)
+    q_pos = np.array([12, 13, 3, 14], np.int32)
+    cell_pos = np.array(list(range(15)) + [-1, 2, 3], np.int32)  # seq 0's cells, an empty one, two of seq 1
+    cell_seq = np.array([0] * 15 + [0, 1, 1])
+    mask = np.where((cell_seq[None, :] == q_seq[:, None]) & (cell_pos[None, :] <= q_pos[:, None])
+                    & (cell_pos[None, :] >= 0), 0.0, -np.inf).astype(np.float16)
+    mask[0, 5] = 1.5  # a finite non-zero value (ALiBi) stays a candidate
+    held = {(s, int(p)) for s in (0, 1) for p in t.pos[s * 5:(s + 1) * 5] if p >= 0} | set(zip(q_seq.tolist(), q_pos.tolist()))
+    want = mask.copy()
+    for i, (qs, qp) in enumerate(zip(q_seq, q_pos)):
+        for j, kp in enumerate(cell_pos):
+            covers = kp <= qp and (kp < 1 or kp > qp - 4)
+            if mask[i, j] != -np.inf and kp >= 0 and covers and (int(qs), int(kp)) in held:
+                want[i, j] = -np.inf
+    got = mask.copy()
+    t.lib.oscar_tier_mask_main(t.t, len(q_pos), t.i32(q_seq), t.i32(q_pos), len(cell_pos), t.i32(cell_pos),
+                               t.ffi.cast("uint16_t *", t.ffi.from_buffer(got)), got.shape[1])
+    np.testing.assert_array_equal(got, want)
+    assert (got[0, [0, 9, 10, 11, 12]] == -np.inf).all() and got[0, 8] == 0  # sink, window, itself; 8 is older
+    assert got[1, 12] == -np.inf and got[1, 9] == 0  # 12 comes from the batch; 9 left query 13's window
+    assert (got[2, 16:] == -np.inf).all()  # seq 1's cells 2 (in the tier) and 3 (the batch)
+
+
 def test_stream_slice_of_the_mask():
     t = Tier(2, 1, 2)
     t.place(1, np.arange(4))
