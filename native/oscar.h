@@ -95,8 +95,9 @@ void    oscar_tier_mask(const oscar_tier * t, int32_t slot0, int32_t nslots, int
                         uint16_t * mask, int64_t stride);
 // The main cache's fp16 mask rows of the same nq queries without the keys they take from the tier: a visible
 // cell (cell_pos[j] >= 0, the position it holds; -1: empty) is dropped when the query's sequence has its
-// position in the tier source (prev: the tier before this batch, plus the batch's own tokens) and covers it.
-void    oscar_tier_mask_main(const oscar_tier * prev, int32_t nq, const int32_t * q_seq, const int32_t * q_pos,
+// position in the tier source (t's slots plus the nx extra keys, as in oscar_tier_mask) and covers it.
+void    oscar_tier_mask_main(const oscar_tier * t, int32_t nq, const int32_t * q_seq, const int32_t * q_pos,
+                             int32_t nx, const int32_t * x_seq, const int32_t * x_pos,
                              int64_t n_kv, const int32_t * cell_pos, uint16_t * mask, int64_t stride);
 /* cffi-end */
 

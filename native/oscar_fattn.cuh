@@ -9,6 +9,7 @@
 #pragma once
 
 #include "oscar.cuh"
+#include "oscar_fattn_tier.cuh"
 
 namespace oscar_dec {
 
@@ -68,7 +69,7 @@ static __global__ void flash_attn_oscar_decode(
         const char * __restrict__ Q, const char * __restrict__ K, const char * __restrict__ V, const char * __restrict__ mask,
         float * __restrict__ dst, float2 * __restrict__ dst_meta,
         const float scale, const float max_bias, const float m0, const float m1, const uint32_t n_head_log2,
-        const int ne02, const int ne12, const int ne11, const int ntg, const int split_rows,
+        const int ne02, const int ne12, const int ne11, const int ntg, const int split_rows, const int nparts,
         const int64_t nb02, const int64_t nb03,
         const int64_t nb11, const int64_t nb12, const int64_t nb13,
         const int64_t nb21, const int64_t nb22, const int64_t nb23,
@@ -293,11 +294,11 @@ static __global__ void flash_attn_oscar_decode(
 #pragma unroll
         for (int r = 0; r < RS; r++) v += red[(r * G + g) * D + d];
         const int64_t j = (int64_t) seq * ne02 + head0 + g;  // output row (one query token)
-        if (gridDim.y == 1) {
+        if (nparts == 1) {
             dst[j * D + d] = v / sum_sh[g];
-        } else {
-            dst[(j * gridDim.y + blockIdx.y) * D + d] = v;
-            if (d == 0) dst_meta[j * gridDim.y + blockIdx.y] = make_float2(max_sh[g], sum_sh[g]);
+        } else {  // part y of nparts (the f16 tier, when there is one, is the last)
+            dst[(j * nparts + blockIdx.y) * D + d] = v;
+            if (d == 0) dst_meta[j * nparts + blockIdx.y] = make_float2(max_sh[g], sum_sh[g]);
         }
     }
 }
@@ -339,28 +340,42 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
     const int unit     = (K->ne[1] + T - 1) / T >= most ? T : oscar_dec::SPLIT_ROWS;
     const int nsplit   = std::min(most, (int) ((K->ne[1] + unit - 1) / unit));
 
+    const ggml_tensor * K2 = dst->src[5], * V2 = dst->src[6], * M2 = dst->src[7];
+    const int ntier  = K2 ? (int) ((K2->ne[1] + oscar_tier_cuda::ROWS - 1) / oscar_tier_cuda::ROWS) : 0;
+    const int nparts = nsplit + ntier;  // the f16 tier's pieces are more parts of the softmax
+
     ggml_cuda_pool & pool = ctx.pool();
     cudaStream_t stream = ctx.stream();
     ggml_cuda_pool_alloc<float>  dst_tmp(pool);
     ggml_cuda_pool_alloc<float2> dst_meta(pool);
-    if (nsplit > 1) {
-        dst_tmp.alloc(nsplit * ggml_nelements(dst));
-        dst_meta.alloc(nsplit * ggml_nrows(dst));
+    if (nparts > 1) {
+        dst_tmp.alloc(nparts * ggml_nelements(dst));
+        dst_meta.alloc(nparts * ggml_nrows(dst));
     }
 
     kernel<<<dim3(groups, nsplit, 1), dim3(oscar_dec::NTHREADS, 1, 1), 0, stream>>>(
         (const char *) Q->data, (const char *) K->data, (const char *) V->data, mask ? (const char *) mask->data : nullptr,
-        nsplit > 1 ? dst_tmp.ptr : (float *) dst->data, dst_meta.ptr,
+        nparts > 1 ? dst_tmp.ptr : (float *) dst->data, dst_meta.ptr,
         scale, max_bias, m0, m1, n_head_log2,
-        (int) Q->ne[2], (int) K->ne[2], (int) K->ne[1], ntg, unit,
+        (int) Q->ne[2], (int) K->ne[2], (int) K->ne[1], ntg, unit, nparts,
         Q->nb[2], Q->nb[3], K->nb[1], K->nb[2], K->nb[3], V->nb[1], V->nb[2], V->nb[3],
         mask ? (int) mask->ne[3] : 1, mask ? mask->nb[3] : 0);
     CUDA_CHECK(cudaGetLastError());
 
-    if (nsplit > 1) {
+    if (ntier > 0) {
+        oscar_tier_cuda::decode_part<D, D><<<dim3(Q->ne[2], Q->ne[3], ntier), dim3(oscar_tier_cuda::NTHREADS, 1, 1), 0, stream>>>(
+            (const char *) Q->data, (const char *) K2->data, (const char *) V2->data, (const char *) M2->data,
+            dst_tmp.ptr, dst_meta.ptr, nparts, nsplit,
+            scale, max_bias, m0, m1, n_head_log2,
+            (int) Q->ne[2], (int) K2->ne[2], (int) K2->ne[1], Q->nb[2], Q->nb[3],
+            K2->nb[1], K2->nb[2], K2->nb[3], V2->nb[1], V2->nb[2], V2->nb[3], (int) M2->ne[3], M2->nb[3]);
+        CUDA_CHECK(cudaGetLastError());
+    }
+
+    if (nparts > 1) {
         const ggml_cuda_kernel_launch_params launch_params = ggml_cuda_kernel_launch_params(
-            dim3(Q->ne[1], Q->ne[2], Q->ne[3]), dim3(D, 1, 1), nsplit * sizeof(float2), stream);
-        ggml_cuda_kernel_launch(flash_attn_combine_results<D>, launch_params, dst_tmp.ptr, dst_meta.ptr, (float *) dst->data, nsplit);
+            dim3(Q->ne[1], Q->ne[2], Q->ne[3]), dim3(D, 1, 1), nparts * sizeof(float2), stream);
+        ggml_cuda_kernel_launch(flash_attn_combine_results<D>, launch_params, dst_tmp.ptr, dst_meta.ptr, (float *) dst->data, nparts);
         CUDA_CHECK(cudaGetLastError());
     }
 }

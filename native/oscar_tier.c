@@ -144,17 +144,18 @@ static int cmp_key(const void * a, const void * b) {
 }
 
 void oscar_tier_mask_main(const oscar_tier * prev, int32_t nq, const int32_t * q_seq, const int32_t * q_pos,
+                          int32_t nx, const int32_t * x_seq, const int32_t * x_pos,
                           int64_t n_kv, const int32_t * cell_pos, uint16_t * mask, int64_t stride) {
     const int32_t per_seq = prev->sinks + prev->window, nslots = prev->n_seq * per_seq;
     const uint16_t ninf = 0xfc00;  // fp16 -inf
     // (sequence, position) of every key in the tier source, sorted for lookups
-    int64_t * held = (int64_t *) malloc(sizeof(int64_t) * (size_t) (nslots + nq > 0 ? nslots + nq : 1));
+    int64_t * held = (int64_t *) malloc(sizeof(int64_t) * (size_t) (nslots + nx > 0 ? nslots + nx : 1));
     int32_t nheld = 0;
     if (!held) abort();  // a mask that double-counts keys would be silently wrong
     for (int32_t s = 0; s < nslots; s++) {
         if (prev->pos[s] >= 0) held[nheld++] = seq_pos_key(s / per_seq, prev->pos[s]);
     }
-    for (int32_t i = 0; i < nq; i++) held[nheld++] = seq_pos_key(q_seq[i], q_pos[i]);
+    for (int32_t i = 0; i < nx; i++) held[nheld++] = seq_pos_key(x_seq[i], x_pos[i]);
     qsort(held, (size_t) nheld, sizeof(int64_t), cmp_key);
     for (int32_t i = 0; i < nq; i++) {
         uint16_t * row = mask + (int64_t) i * stride;

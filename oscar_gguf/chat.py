@@ -30,16 +30,14 @@ class CacheInfo:
     tier_mib: float = 0.0
 
 
-def resolve_tier(k: KVType, v: KVType, sinks: int | None, window: int | None, n_gpu_layers: int) -> tuple[int, int]:
-    """(sinks, window) of the f16 tier: only OScaR caches have one; by default on the CPU. CUDA has no kernel for
-    it yet (its attention would run on the CPU), so offloaded models get it only when asked for."""
+def resolve_tier(k: KVType, v: KVType, sinks: int | None, window: int | None) -> tuple[int, int]:
+    """(sinks, window) of the f16 tier: only OScaR caches have one, on by default (CPU and CUDA)."""
     for name, n in (("sinks", sinks), ("window", window)):
         if n is not None and (not isinstance(n, int) or n < 0):
             raise ValueError(f"tier {name} must be a non-negative integer, got {n!r}")
     if not (k.oscar_bits or v.oscar_bits):
         return 0, 0
-    default_sinks, default_window = (DEFAULT_SINKS, DEFAULT_WINDOW) if n_gpu_layers == 0 else (0, 0)
-    return default_sinks if sinks is None else sinks, default_window if window is None else window
+    return DEFAULT_SINKS if sinks is None else sinks, DEFAULT_WINDOW if window is None else window
 
 
 def check_head_sizes(shape: AttentionShape, k: KVType, v: KVType, model: str) -> None:
@@ -68,7 +66,7 @@ class OscarModel:
         self.path: Path = resolve(model)
         self.shape = attention_shape(self.path)
         check_head_sizes(self.shape, k, v, str(model))
-        tier_sinks, tier_window = resolve_tier(k, v, sinks, window, n_gpu_layers)
+        tier_sinks, tier_window = resolve_tier(k, v, sinks, window)
         with llamalog.capture(echo=verbose) as log:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),
@@ -96,5 +94,5 @@ class OscarModel:
 
 def load(model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096, **kwargs: Any) -> OscarModel:
     """Load `model` (registry name or GGUF path) with KV cache type `kv` (or `kv_k`/`kv_v`) and `ctx` tokens.
-    `sinks`/`window` size the f16 tier of an OScaR cache (default 1 and 128 on the CPU; 0, 0 turns it off)."""
+    `sinks`/`window` size the f16 tier of an OScaR cache (default 1 and 128; 0, 0 turns it off)."""
     return OscarModel(model, kv=kv, ctx=ctx, **kwargs)

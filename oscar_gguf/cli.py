@@ -144,9 +144,9 @@ def parser() -> argparse.ArgumentParser:
 
     def tier(p):
         p.add_argument("--sinks", type=int, default=None,
-                       help="OScaR caches: first tokens kept in the f16 tier (default 1 on the CPU; 0 with --window 0: off)")
+                       help="OScaR caches: first tokens kept in the f16 tier (default 1; 0 with --window 0: off)")
         p.add_argument("--window", type=int, default=None,
-                       help="OScaR caches: newest tokens kept in the f16 tier (default 128 on the CPU)")
+                       help="OScaR caches: newest tokens kept in the f16 tier (default 128)")
 
     p = sub.add_parser("chat", help="chat with a model (interactive, or one-shot with --prompt)")
     common(p, "oscar2")

@@ -86,9 +86,12 @@ def test_mask_extra_keys_are_the_batch():
             assert (m[i, 8 + j] == 0) == (xs == 0 and xp <= q and (xp == 0 or xp > q - 3))
 
 
-def test_main_mask_drops_the_keys_the_tier_source_holds():
+@pytest.mark.parametrize("with_batch", [True, False])
+def test_main_mask_drops_the_keys_the_tier_source_holds(with_batch):
     """oscar_tier_mask_main against a direct model: a visible main-cache cell is dropped for a query when the
-    query covers its position and the tier (before the batch) or the batch holds that position of its sequence."""
+    query covers its position and the tier source holds that position of its sequence: the tier's slots, plus
+    the batch's tokens when the batch is attended beside the tier (prefill); without them (decode in place) a
+    position the tier does not hold stays in the main cache."""
     t = Tier(2, 1, 4)
     t.place(0, np.arange(12))   # holds 0, 8..11
     t.place(1, np.arange(3))    # holds 0..2
@@ -99,7 +102,9 @@ def test_main_mask_drops_the_keys_the_tier_source_holds():
     mask = np.where((cell_seq[None, :] == q_seq[:, None]) & (cell_pos[None, :] <= q_pos[:, None])
                     & (cell_pos[None, :] >= 0), 0.0, -np.inf).astype(np.float16)
     mask[0, 5] = 1.5  # a finite non-zero value (ALiBi) stays a candidate
-    held = {(s, int(p)) for s in (0, 1) for p in t.pos[s * 5:(s + 1) * 5] if p >= 0} | set(zip(q_seq.tolist(), q_pos.tolist()))
+    held = {(s, int(p)) for s in (0, 1) for p in t.pos[s * 5:(s + 1) * 5] if p >= 0}
+    if with_batch:
+        held |= set(zip(q_seq.tolist(), q_pos.tolist()))
     want = mask.copy()
     for i, (qs, qp) in enumerate(zip(q_seq, q_pos)):
         for j, kp in enumerate(cell_pos):
@@ -107,12 +112,14 @@ def test_main_mask_drops_the_keys_the_tier_source_holds():
             if mask[i, j] != -np.inf and kp >= 0 and covers and (int(qs), int(kp)) in held:
                 want[i, j] = -np.inf
     got = mask.copy()
-    t.lib.oscar_tier_mask_main(t.t, len(q_pos), t.i32(q_seq), t.i32(q_pos), len(cell_pos), t.i32(cell_pos),
-                               t.ffi.cast("uint16_t *", t.ffi.from_buffer(got)), got.shape[1])
+    nx = len(q_pos) if with_batch else 0
+    t.lib.oscar_tier_mask_main(t.t, len(q_pos), t.i32(q_seq), t.i32(q_pos), nx, t.i32(q_seq), t.i32(q_pos),
+                               len(cell_pos), t.i32(cell_pos), t.ffi.cast("uint16_t *", t.ffi.from_buffer(got)), got.shape[1])
     np.testing.assert_array_equal(got, want)
-    assert (got[0, [0, 9, 10, 11, 12]] == -np.inf).all() and got[0, 8] == 0  # sink, window, itself; 8 is older
-    assert got[1, 12] == -np.inf and got[1, 9] == 0  # 12 comes from the batch; 9 left query 13's window
-    assert (got[2, 16:] == -np.inf).all()  # seq 1's cells 2 (in the tier) and 3 (the batch)
+    assert (got[0, [0, 9, 10, 11]] == -np.inf).all() and got[0, 8] == 0  # sink and window; 8 is older
+    assert (got[0, 12] == -np.inf) == with_batch  # the query's own position: in the source only with the batch
+    assert (got[1, 12] == -np.inf) == with_batch and got[1, 9] == 0  # 9 left query 13's window
+    assert got[2, 16] == -np.inf and (got[2, 17] == -np.inf) == with_batch  # seq 1's cell 2 (tier), 3 (batch)
 
 
 def test_stream_slice_of_the_mask():
