@@ -11,8 +11,8 @@
 #      waits (up to 9 minutes a call) and returns results.tar.gz and pipeline.log in $OUT.
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
-# PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone; "tier": the f16
-# tier's eval and decode speed (issue 4); "probe": the
+# PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone; "tiereval", "tierbench":
+# the f16 tier's eval and decode speed (issue 4); "probe": the
 # GPU eval KLD probe, scripts/gpu_kld_probe.py; "upstream": upstream's test-backend-ops cases of the ops we patch); "build profile" (carry .carry/src only, no feed)
 # runs Nsight Compute on the decode kernel instead.
 set -uo pipefail
@@ -78,16 +78,17 @@ stage_bench() {
         --n-batch 2048 --random-tokens --sequential --attention --no-plot --out $res/bench-cuda-llama8b > $res/bench.log 2>&1
 }
 
-stage_tier() {  # issue 4 on the GPU: the default model's eval with and without the f16 tier; decode speed with and without
+stage_tiereval() {  # issue 4 on the GPU: the default model's eval with and without the f16 tier (needs the feed call)
     for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
     python3 scripts/gpu_cli.py eval --model $W/smollm2.gguf --gpu-layers -1 --kv f16,q8_0,q4_0,oscar4,oscar3,oscar2 \
         --tiers 0:0,1:32,1:128 --ctx 2048 --max-chunks 2 --no-plot --out $res/eval-tier-cuda-smollm2-ctx2048 > $res/eval-tier.log 2>&1
-    log "tier eval rc=$?"
+}
+
+stage_tierbench() {  # issue 4 on the GPU: decode speed with and without the f16 tier at depths 4K and 32K (no carry)
     [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
     python3 scripts/gpu_cli.py bench --model $W/llama8b.gguf --gpu-layers -1 --kv q4_0,oscar3,oscar2 --tiers 0:0,1:128 \
         --depths 4096,32768 --prefill 32768:2048 --n-batch 2048 --random-tokens --sequential --no-plot \
         --out $res/bench-tier-cuda-llama8b > $res/bench-tier.log 2>&1
-    log "tier bench rc=$?"
 }
 
 stage_attn() {  # the flash-attention kernels alone at 128K and the copy bandwidth (test-backend-ops perf)
