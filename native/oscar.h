@@ -68,12 +68,14 @@ void oscar_attn_row(const oscar_attn_src * src, int nsrc, int64_t dv, float scal
 
 // The f16 tier's bookkeeping (oscar_tier.c). Sequence s owns slots [s (S + W), (s + 1)(S + W)); pos[slot] is the
 // position held there (-1: empty), shift[slot] the position change not yet applied to its K (RoPE shift).
-// A query at position q attends key position k from the tier when k <= q and (k < S or k > q - W), and only if
-// the tier holds it; every other visible key comes from the main cache (oscar_tier_covers, below).
+// A query at position q attends key position k from the tier when k <= q and (k < S or k > q - W), k is within
+// a sliding-window layer's reach (q - k < n_swa; n_swa 0: no such limit), and only if the tier holds it; every
+// other visible key comes from the main cache (oscar_tier_covers, below).
 typedef struct {
     int32_t   n_seq, sinks, window;  // sequences, S, W
     int32_t * pos;                   // [n_seq (S + W)]
     int32_t * shift;                 // [n_seq (S + W)]
+    int32_t   n_swa;                 // the layers' sliding window (llama.cpp's standard SWA), 0: none
 } oscar_tier;
 // The slot holding (seq, pos), or -1.
 int32_t oscar_tier_find(const oscar_tier * t, int32_t seq, int32_t pos);
@@ -103,7 +105,7 @@ void    oscar_tier_mask_main(const oscar_tier * t, int32_t nq, const int32_t * q
 
 // Whether a query at position q takes key position k from the tier (if the tier holds it).
 static inline int oscar_tier_covers(const oscar_tier * t, int32_t k, int32_t q) {
-    return k <= q && (k < t->sinks || k > q - t->window);
+    return k <= q && (k < t->sinks || k > q - t->window) && (t->n_swa <= 0 || q - k < t->n_swa);
 }
 
 #ifdef __cplusplus

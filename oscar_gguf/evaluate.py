@@ -8,6 +8,7 @@ mean KLD is under 10 % of it. OScaR types can be measured with several f16 tiers
 from __future__ import annotations
 
 import math
+import gc
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,12 +45,17 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def compare(ref_logits: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-position KL(ref || this), NLL of the true next token, and top-1 agreement."""
-    lp_ref, lp = log_softmax(ref_logits), log_softmax(logits)
-    kld = (np.exp(lp_ref) * (lp_ref - lp)).sum(axis=-1)
-    nll = -lp[np.arange(len(targets)), targets]
-    top1 = ref_logits.argmax(axis=-1) == logits.argmax(axis=-1)
+def compare(ref_logits: np.ndarray, logits: np.ndarray, targets: np.ndarray,
+            rows: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-position KL(ref || this), NLL of the true next token, and top-1 agreement (in blocks of rows
+    positions: a large vocabulary's temporaries would otherwise be several copies of the whole logits)."""
+    kld, nll, top1 = (np.empty(len(targets)), np.empty(len(targets)), np.empty(len(targets), dtype=bool))
+    for a in range(0, len(targets), rows):
+        b = min(a + rows, len(targets))
+        lp_ref, lp = log_softmax(ref_logits[a:b]), log_softmax(logits[a:b])
+        kld[a:b] = (np.exp(lp_ref) * (lp_ref - lp)).sum(axis=-1)
+        nll[a:b] = -lp[np.arange(b - a), targets[a:b]]
+        top1[a:b] = ref_logits[a:b].argmax(axis=-1) == logits[a:b].argmax(axis=-1)
     return np.maximum(kld, 0.0), nll, top1
 
 
@@ -70,10 +76,16 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
     plan = {"f16": ("f16", 0, 0), **{k: v for k, v in variants(kv_types, tiers).items() if k != "f16"}}
     types = list(plan)
     corpus = load_corpus("eval")
-    models = {label: OscarModel(model, kv=t, ctx=ctx, logits_all=True, n_threads=threads, n_gpu_layers=n_gpu_layers,
-                                sinks=s, window=w)
-              for label, (t, s, w) in tqdm(plan.items(), desc="loading models", file=sys.stderr)}
-    ref_llm = models["f16"].llm
+
+    def load(label: str) -> OscarModel:
+        t, s, w = plan[label]
+        return OscarModel(model, kv=t, ctx=ctx, logits_all=True, n_threads=threads, n_gpu_layers=n_gpu_layers,
+                          sinks=s, window=w)
+
+    # Only the reference stays loaded; each other type is loaded for its turn on a chunk. All-position logits
+    # are n_ctx x n_vocab floats per model (2 GiB for Gemma 3's vocabulary at 2048 tokens), too many to hold at once.
+    ref_model = load("f16")
+    ref_llm = ref_model.llm
     text_tokens = ref_llm.tokenize(corpus.text.encode(), add_bos=False, special=False)
     bos = ref_llm.token_bos()
     n_chunks = min(max_chunks, len(text_tokens) // (ctx - 1))
@@ -81,30 +93,40 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
         raise ValueError(f"corpus has {len(text_tokens)} tokens, too few for {min_chunks} chunks of {ctx}")
     stats = {t: Stats() for t in types}
     stats_all = {t: Stats() for t in types}
+    caches = {"f16": asdict(ref_model.cache)}
     first = ctx // 2
     t0 = time.time()
-    bar = tqdm(total=n_chunks, desc=f"chunks of {ctx} tokens", file=sys.stderr)
+    bar = tqdm(total=n_chunks * len(types), desc=f"chunks of {ctx} tokens x types", file=sys.stderr)
     done = 0
     for c in range(n_chunks):
         chunk = [bos] + text_tokens[c * (ctx - 1):(c + 1) * (ctx - 1)]
         targets = np.array(chunk[1:])
         ref = chunk_logits(ref_llm, chunk)[:-1]
         for t in types:
-            logits = ref if t == "f16" else chunk_logits(models[t].llm, chunk)[:-1]
+            if t == "f16":
+                logits = ref
+            else:
+                m = load(t)
+                try:
+                    logits = chunk_logits(m.llm, chunk)[:-1]
+                    caches[t] = asdict(m.cache)
+                finally:
+                    m.close()
+                del m
+                gc.collect()  # its score buffer goes now, before the next model's
             kld, nll, top1 = compare(ref, logits, targets)  # per position: the second half is a slice of it
+            del logits
             stats[t].add(kld[first:], nll[first:], top1[first:])
             stats_all[t].add(kld, nll, top1)
+            bar.update(1)
         done = c + 1
-        bar.update(1)
         summaries = [s.summary() for t, s in stats.items() if t != "f16"]
         worst = max((r["kld_ci95"] / r["kld"] if r["kld"] > 0 else 0.0 for r in summaries), default=0.0)
         bar.set_postfix(worst_rel_ci=f"{worst:.3f}")
         if done >= min_chunks and worst < rel_ci:
             break
     bar.close()
-    caches = {t: asdict(m.cache) for t, m in models.items()}
-    for m in models.values():
-        m.close()
+    ref_model.close()
     return {
         "model": str(model), "model_file": models["f16"].path.name, "ctx": ctx, "chunks": done,
         "scored_tokens_per_type": len(stats["f16"].kld), "seconds": round(time.time() - t0, 1),

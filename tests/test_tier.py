@@ -8,14 +8,15 @@ from oscar_gguf import _native
 
 
 class Tier:
-    def __init__(self, n_seq: int, sinks: int, window: int):
+    def __init__(self, n_seq: int, sinks: int, window: int, n_swa: int = 0):
         self.ffi, self.lib = _native.lib()
         n = n_seq * (sinks + window)
         self.pos = np.full(n, -1, dtype=np.int32)
         self.shift = np.zeros(n, dtype=np.int32)
         self.t = self.ffi.new("oscar_tier *", {"n_seq": n_seq, "sinks": sinks, "window": window,
                                                "pos": self.ffi.from_buffer("int32_t[]", self.pos),
-                                               "shift": self.ffi.from_buffer("int32_t[]", self.shift)})
+                                               "shift": self.ffi.from_buffer("int32_t[]", self.shift),
+                                               "n_swa": n_swa})
         self.per_seq = sinks + window
 
     def i32(self, a):
@@ -120,6 +121,21 @@ def test_main_mask_drops_the_keys_the_tier_source_holds(with_batch):
     assert (got[0, 12] == -np.inf) == with_batch  # the query's own position: in the source only with the batch
     assert (got[1, 12] == -np.inf) == with_batch and got[1, 9] == 0  # 9 left query 13's window
     assert got[2, 16] == -np.inf and (got[2, 17] == -np.inf) == with_batch  # seq 1's cell 2 (tier), 3 (batch)
+
+
+def test_sliding_window_layers_see_only_their_reach():
+    """In a sliding-window layer the tier attends a key only within the layer's reach (q - k < n_swa), like the
+    main cache's SWA mask: the sink drops out once the query is n_swa past it, and so does the window's oldest."""
+    t = Tier(1, 1, 4, n_swa=3)
+    t.place(0, np.arange(10))  # holds 0, 6..9
+    m = t.mask([0, 0], [9, 2])
+    seen = [sorted(int(t.pos[c]) for c in np.flatnonzero(row == 0)) for row in m]
+    assert seen == [[7, 8, 9], [0]]
+    cell_pos = np.arange(10, dtype=np.int32)
+    main = np.zeros((1, 10), np.float16)
+    t.lib.oscar_tier_mask_main(t.t, 1, t.i32([0]), t.i32([9]), 0, t.i32([]), t.i32([]), 10, t.i32(cell_pos),
+                               t.ffi.cast("uint16_t *", t.ffi.from_buffer(main)), 10)
+    assert np.flatnonzero(main[0] == -np.inf).tolist() == [7, 8, 9]  # what the tier gives; 0 and 6 stay (SWA masks them)
 
 
 def test_stream_slice_of_the_mask():
