@@ -204,14 +204,11 @@ def calibrate(model: str | os.PathLike, out: str | os.PathLike, text: str | os.P
               dry_run: bool = False, progress: bool = True) -> Calibration:
     """Measure `model`'s calibration and write a copy of it with the oscar.* metadata to `out` (atomically;
     `out` is never the input). dry_run: measure and print what would be written, write nothing."""
-    from .ggufwrite import same_file, write_with_metadata
+    from .ggufwrite import check_output, write_with_metadata
     from .models import resolve
 
     src, dst = resolve(model), Path(out)
-    if same_file(src, dst):
-        raise ValueError(f"refusing to overwrite the input {src}; give another output path")
-    if not dst.parent.is_dir():
-        raise ValueError(f"output directory does not exist: {dst.parent}")
+    check_output(src, dst)  # before minutes of measuring
     t0 = time.time()
     cal = measure(src, text, tokens, seq_len, threads, progress)
     seconds = time.time() - t0

@@ -13,11 +13,17 @@ import numpy as np
 from .ggufmeta import GGUFError
 
 
-def same_file(a: Path, b: Path) -> bool:
+def check_output(src: Path, dst: Path) -> None:
+    """ValueError unless `dst` can be written as a copy of `src`: never the input itself (through any spelling of
+    the path or a link), and in an existing directory."""
     try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+        same = src.resolve() == dst.resolve() or (dst.exists() and os.path.samefile(src, dst))
     except OSError:
-        return False
+        same = False
+    if same:
+        raise ValueError(f"refusing to overwrite the input {src}; give another output path")
+    if not dst.parent.is_dir():
+        raise ValueError(f"output directory does not exist: {dst.parent}")
 
 
 def write_with_metadata(src: Path, dst: Path, fields: list[tuple[str, Any, str]], replace_prefix: str,
@@ -28,10 +34,7 @@ def write_with_metadata(src: Path, dst: Path, fields: list[tuple[str, Any, str]]
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
-    if same_file(src, dst):
-        raise ValueError(f"refusing to overwrite the input {src}; give another output path")
-    if not dst.parent.is_dir():
-        raise ValueError(f"output directory does not exist: {dst.parent}")
+    check_output(src, dst)
     reader = GGUFReader(str(src), "r")
     arch = reader.fields["general.architecture"].contents()
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)

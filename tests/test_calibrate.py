@@ -293,12 +293,15 @@ def test_interrupted_write_leaves_no_file(smollm2_path, calibrated, tmp_path, mo
 def test_refuses_to_overwrite_the_input(smollm2_path, tmp_path, capsys):
     model = tmp_path / "m.gguf"
     os.symlink(smollm2_path, model)
-    for out in (model, smollm2_path, tmp_path / "." / "m.gguf"):
+    (tmp_path / "sub").mkdir()
+    for out in (model, smollm2_path, tmp_path / "sub" / ".." / "m.gguf"):
         with pytest.raises(ValueError, match="refusing to overwrite the input"):
             calibrate(model, out, **SMALL)
     assert cli.main(["calibrate", str(model), str(smollm2_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("oscar-gguf: error: refusing to overwrite the input") and "\n" not in err
+    with pytest.raises(ValueError, match="output directory does not exist"):
+        calibrate(model, tmp_path / "absent" / "out.gguf", **SMALL)
 
 
 def test_dry_run_writes_nothing(smollm2_path, tmp_path, capsys):
