@@ -68,6 +68,26 @@ def test_hadamard_matches_definition():
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
 
+def test_calib_add_sums_strided_rows_and_skips():
+    from oscar_gguf._native import lib
+
+    ffi, c = lib()
+    x = np.random.default_rng(1).standard_normal((5, 200)).astype(np.float32)  # rows of 128 in a wider buffer
+    total, total_sq = np.zeros(128), np.zeros(128)
+    f = ffi.cast("float *", x.ctypes.data)
+    dp = lambda a: ffi.cast("double *", a.ctypes.data)  # noqa: E731
+    assert c.oscar_calib_add(dp(total), dp(total_sq), f, 5, 128, x.strides[0], 2, 64) == 0
+    rot = (x[2:, :128].astype(np.float64).reshape(3, 2, 64) @ hadamard(64).T).reshape(3, 128)
+    np.testing.assert_allclose(total, rot.sum(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(total_sq, (rot * rot).sum(axis=0), rtol=1e-5, atol=1e-5)
+    before = total.copy()
+    assert c.oscar_calib_add(dp(total), dp(total_sq), f, 5, 128, x.strides[0], 0, 0) == 0  # rot 0: as stored
+    np.testing.assert_allclose(total - before, x[:, :128].sum(axis=0), rtol=1e-5, atol=1e-5)
+    for bad_rot in (48, 256, 1):  # not a power of two, not dividing the row, too small
+        assert c.oscar_calib_add(dp(total), dp(total_sq), f, 5, 128, x.strides[0], 0, bad_rot) == -1
+    assert c.oscar_calib_add(dp(total), dp(total_sq), f, 1, c.OSCAR_CALIB_MAX_ROW + 64, 0, 0, 0) == -1
+
+
 def test_rotation_sizes_follow_llama_cpp():
     from oscar_gguf.ggufmeta import AttentionShape
 
