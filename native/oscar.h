@@ -101,6 +101,16 @@ void    oscar_tier_mask(const oscar_tier * t, int32_t slot0, int32_t nslots, int
 void    oscar_tier_mask_main(const oscar_tier * t, int32_t nq, const int32_t * q_seq, const int32_t * q_pos,
                              int32_t nx, const int32_t * x_seq, const int32_t * x_pos,
                              int64_t n_kv, const int32_t * cell_pos, uint16_t * mask, int64_t stride);
+
+// Calibration statistics (oscar_calib.c). oscar_hadamard: x = H x on each n-element chunk of x (n a power of two),
+// H the orthonormal Walsh-Hadamard matrix of llama.cpp's attention rotation. oscar_calib_add: sum[i] += x[i] and
+// sumsq[i] += x[i]^2 over rows skip..n_rows-1 of row_len floats, row_stride bytes apart, each first rotated with
+// oscar_hadamard(rot) unless rot is 0. Returns -1 (adding nothing) for row_len above OSCAR_CALIB_MAX_ROW or a rot
+// that is not a power of two dividing row_len.
+#define OSCAR_CALIB_MAX_ROW 16384
+void oscar_hadamard(float * x, int64_t len, int32_t n);
+int  oscar_calib_add(double * sum, double * sumsq, const float * rows, int64_t n_rows, int64_t row_len,
+                     size_t row_stride, int64_t skip, int32_t rot);
 /* cffi-end */
 
 // Whether a query at position q takes key position k from the tier (if the tier holds it).

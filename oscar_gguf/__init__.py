@@ -11,4 +11,18 @@ def load(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-__all__ = ["KV_TYPES", "bits_per_element", "load", "__version__"]
+def calibrate(*args, **kwargs):
+    """Measure a model's OScaR calibration and write a calibrated copy; see :func:`oscar_gguf.calibrate.calibrate`."""
+    from .calibrate import calibrate as _calibrate
+
+    return _calibrate(*args, **kwargs)
+
+
+def read_calibration(*args, **kwargs):
+    """A model file's calibration checked against the model, or None; see :func:`oscar_gguf.calibmeta.read_calibration`."""
+    from .calibmeta import read_calibration as _read
+
+    return _read(*args, **kwargs)
+
+
+__all__ = ["KV_TYPES", "bits_per_element", "calibrate", "load", "read_calibration", "__version__"]

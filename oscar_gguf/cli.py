@@ -1,4 +1,4 @@
-"""oscar-gguf command line: info, models, chat, eval, bench."""
+"""oscar-gguf command line: info, models, chat, eval, bench, calibrate."""
 from __future__ import annotations
 
 import argparse
@@ -116,6 +116,13 @@ def cmd_bench(a) -> int:
     return publish(report, Path(a.out or f"bench-{where}-{Path(str(a.model)).stem}"), bench, a.argv, not a.no_plot)
 
 
+def cmd_calibrate(a) -> int:
+    from .calibrate import calibrate
+
+    calibrate(a.input, a.output, text=a.text, tokens=a.tokens, seq_len=a.seq_len, threads=a.threads, dry_run=a.dry_run)
+    return 0
+
+
 def cmd_render(a) -> int:
     """Redraw the .md and .png of a saved eval or bench report from its .json."""
     import json
@@ -189,6 +196,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="write .json and .md only (draw later with render)")
     p.add_argument("--tiers", help="SINKS:WINDOW[,...]: time each OScaR type with each f16 tier (default: the default tier)")
     p.set_defaults(fn=cmd_bench)
+
+    from .calibrate import DEFAULT_SEQ_LEN, DEFAULT_TOKENS
+
+    p = sub.add_parser("calibrate", help="measure per-channel K/V statistics and write a calibrated copy of a GGUF")
+    p.add_argument("input", help="registry name or path to a .gguf file")
+    p.add_argument("output", help="the calibrated .gguf to write (never the input)")
+    p.add_argument("--text", help="UTF-8 text file to calibrate on (default: the calibration corpus)")
+    p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="text tokens to measure")
+    p.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="tokens per sequence (BOS included)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dry-run", action="store_true", help="measure and print what would be written; write nothing")
+    p.set_defaults(fn=cmd_calibrate)
 
     p = sub.add_parser("render", help="redraw the .md/.png of a saved eval or bench .json")
     p.add_argument("report")

@@ -29,6 +29,14 @@ _GGML_SIZES = {
 }
 
 
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dims: tuple[int, ...]  # GGUF order: ne0 (the contiguous dimension) first
+    ggml_type: int
+    offset: int            # from the start of the tensor data
+
+
 @dataclass
 class GGUFInfo:
     path: Path
@@ -36,6 +44,8 @@ class GGUFInfo:
     size: int                      # file bytes
     data_end: int                  # bytes the tensor data needs (header, alignment padding and tensors)
     metadata: dict[str, Any] = field(default_factory=dict)  # string arrays map to None
+    data_start: int = 0            # file offset of the tensor data
+    tensors: list[TensorEntry] = field(default_factory=list)  # in file order
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
@@ -94,12 +104,15 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
                 key = w.string()
                 meta[key] = w.value(w.unpack("I"))
             end = 0
+            tensors = []
             for _ in range(n_tensors):
-                w.string()
+                name = w.string()
+                dims = tuple(w.unpack_list("Q", w.unpack("I")))
                 n = 1
-                for d in w.unpack_list("Q", w.unpack("I")):
+                for d in dims:
                     n *= d
                 gtype, offset = w.unpack("I"), w.unpack("Q")
+                tensors.append(TensorEntry(name, dims, gtype, offset))
                 blk, nbytes = _GGML_SIZES.get(gtype, (1, 0))
                 end = max(end, offset + n // blk * nbytes)
             alignment = int(meta.get("general.alignment") or 32)
@@ -108,7 +121,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
             raise
         except (EOFError, struct.error, ValueError, TypeError):
             raise GGUFError(f"truncated or corrupt GGUF file ({size} bytes): {p}") from None
-    return GGUFInfo(p, version, size, data_start + end, meta)
+    return GGUFInfo(p, version, size, data_start + end, meta, data_start, tensors)
 
 
 def check_complete(info: GGUFInfo) -> None:

@@ -11,6 +11,9 @@ sdist hash, the patches, native/ and the build flavour makes a second run with n
 
 Offline (the GPU machine has no network): --source DIR uses a tree already extracted and patched
 (scripts/gpu_bundle.py packs one) and --offline installs the Python package without an index or build isolation.
+
+--stock builds the *unpatched* pinned libllama (CPU, libraries only) into its own build dir and prints that
+dir; the tests load calibrated files with it (LLAMA_CPP_LIB_PATH) to check they still work in stock llama.cpp.
 """
 from __future__ import annotations
 
@@ -126,6 +129,45 @@ def source_tree(src: Path, key: str) -> Path:
     return src.resolve()
 
 
+def stock_build(python: str, jobs: int) -> Path:
+    """The unpatched pinned llama.cpp: sdist extracted as is into src/stock, libllama and its ggml libraries
+    (nothing else: CI pays for this build) into build/stock/bin. Returns the bin dir; a second call is a no-op."""
+    src, build = cache_dir() / "src" / "stock", cache_dir() / "build" / "stock"
+    stamp, bin_dir = build / ".oscar-stock-key", build / "bin"
+    if stamp.exists() and stamp.read_text() == SDIST_SHA256 and (bin_dir / "libllama.so").exists():
+        return bin_dir
+    sdist = fetch_sdist(python)
+    if not (src / ".oscar-source-key").exists() or (src / ".oscar-source-key").read_text() != SDIST_SHA256:
+        tmp = src.with_name("stock.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        print(f"[oscar-gguf] extracting {sdist.name} (stock, unpatched)", flush=True)
+        with tarfile.open(sdist) as tf:
+            tf.extractall(tmp, filter="data")
+        top = tmp / f"llama_cpp_python-{SDIST_VERSION}"
+        (top / ".oscar-source-key").write_text(SDIST_SHA256)
+        shutil.rmtree(src, ignore_errors=True)
+        os.replace(top, src)
+        shutil.rmtree(tmp, ignore_errors=True)
+    build.mkdir(parents=True, exist_ok=True)
+    args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
+            "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+            "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF",
+            "-DLLAMA_BUILD_COMMON=OFF", "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
+    log = build / "oscar-build.log"
+    print(f"[oscar-gguf] building stock libllama (CPU) in {build}; log: {log}", flush=True)
+    with open(log, "w") as f:
+        logged_run(args, f)
+        logged_run(["cmake", "--build", str(build), "-j", str(jobs), "--target", "llama"], f, progress=True)
+    stamp.write_text(SDIST_SHA256)
+    return bin_dir
+
+
+def stock_python_path() -> Path:
+    """The stock llama-cpp-python package's parent dir (import it with this on PYTHONPATH)."""
+    return cache_dir() / "src" / "stock"
+
+
 def cmake_build(src: Path, cuda: bool, jobs: int) -> Path:
     build = cache_dir() / "build" / ("cuda" if cuda else "cpu")
     args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
@@ -207,7 +249,15 @@ def main() -> int:
     ap.add_argument("--source", type=Path, help="an extracted, patched llama-cpp-python tree (skips the download)")
     ap.add_argument("--offline", action="store_true", help="install without a package index or build isolation")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", os.cpu_count() or 2)))
+    ap.add_argument("--stock", action="store_true", help="build the unpatched libllama (CPU) and print its dir")
     a = ap.parse_args()
+    if a.stock:
+        try:
+            print(stock_build(a.python, a.jobs))
+        except (BuildError, subprocess.CalledProcessError) as e:
+            print(f"[oscar-gguf] error: stock build failed: {e}", file=sys.stderr)
+            return 1
+        return 0
     patches, native = patch_files(), native_files()
     source_key = hashlib.sha256((SDIST_SHA256 + tree_hash(patches)).encode()).hexdigest()
     build_key = hashlib.sha256((source_key + tree_hash(native) + ("cuda" if a.cuda else "cpu")

@@ -1,0 +1,50 @@
+// Calibration statistics: per-channel sums of the K or V rows one cache write stores, in llama.cpp's rotated
+// domain. Called from llama.cpp's graph-evaluation callback with the rows' own memory, so activations are never
+// copied out. Sums are double: a K channel's mean can be many times its spread, and sumsq/n - mean^2 must survive.
+#include "oscar.h"
+
+#include <math.h>
+#include <string.h>
+
+// In place: y = H x on each n-element chunk, H the orthonormal Sylvester-ordered Walsh-Hadamard matrix that
+// llama.cpp's ggml_gen_hadamard builds (H[i][j] = (-1)^popcount(i & j) / sqrt(n), symmetric).
+void oscar_hadamard(float * x, int64_t len, int32_t n) {
+    const float norm = 1.0f / sqrtf((float) n);
+    for (int64_t c = 0; c + n <= len; c += n) {
+        float * v = x + c;
+        for (int32_t h = 1; h < n; h *= 2) {
+            for (int32_t i = 0; i < n; i += 2 * h) {
+                for (int32_t j = i; j < i + h; j++) {
+                    const float a = v[j], b = v[j + h];
+                    v[j] = a + b;
+                    v[j + h] = a - b;
+                }
+            }
+        }
+        for (int32_t j = 0; j < n; j++) {
+            v[j] *= norm;
+        }
+    }
+}
+
+int oscar_calib_add(double * sum, double * sumsq, const float * rows, int64_t n_rows, int64_t row_len,
+                    size_t row_stride, int64_t skip, int32_t rot) {
+    if (row_len <= 0 || row_len > OSCAR_CALIB_MAX_ROW || (rot != 0 && (rot < 2 || row_len % rot || (rot & (rot - 1))))) {
+        return -1;
+    }
+    float buf[OSCAR_CALIB_MAX_ROW];
+    for (int64_t r = skip < 0 ? 0 : skip; r < n_rows; r++) {
+        const float * x = (const float *) ((const char *) rows + (size_t) r * row_stride);
+        if (rot) {
+            memcpy(buf, x, (size_t) row_len * sizeof(float));
+            oscar_hadamard(buf, row_len, rot);
+            x = buf;
+        }
+        for (int64_t i = 0; i < row_len; i++) {
+            const double v = x[i];
+            sum[i] += v;
+            sumsq[i] += v * v;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,163 @@
+"""The calibration's GGUF metadata: the one place that names the oscar.* keys, writes their values and reads
+them back, checked against the model they sit in (docs/calibration.md describes the layout).
+
+Statistics are float32 arrays of n_layer * n_head_kv * head_dim values, channel fastest, then KV head, then
+layer: the [head_dim, n_head_kv] per-layer layout of llama.cpp's K/V rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .ggufmeta import AttentionShape, GGUFError, GGUFInfo, attention_shape, read_gguf
+
+PREFIX = "oscar."
+FORMAT_VERSION = 1
+
+KEY_VERSION = "oscar.version"              # uint32: FORMAT_VERSION
+KEY_TEXT = "oscar.text"                    # string: what the statistics were measured on
+KEY_TEXT_SHA256 = "oscar.text_sha256"      # string: sha256 of that text (UTF-8)
+KEY_TOKENS = "oscar.tokens"                # uint64: vectors per (layer, KV head), sequence-first tokens left out
+KEY_SEQ_LEN = "oscar.seq_len"              # uint32: tokens per calibration sequence
+KEY_FINGERPRINT = "oscar.fingerprint"      # string: "sha256:<hex>" of the model's tensors (model_fingerprint)
+KEY_LAYERS = "oscar.block_count"           # uint32
+KEY_HEADS_KV = "oscar.head_count_kv"       # uint32
+KEY_DIM_K = "oscar.key_length"             # uint32: K head size
+KEY_DIM_V = "oscar.value_length"           # uint32: V head size
+KEY_ROT_K = "oscar.rot_k"                  # uint32: Hadamard block size K was measured after
+KEY_ROT_V = "oscar.rot_v"                  # uint32: same for V
+KEY_K_MEAN, KEY_K_STD = "oscar.k_mean", "oscar.k_std"  # float32 arrays
+KEY_V_MEAN, KEY_V_STD = "oscar.v_mean", "oscar.v_std"
+STAT_KEYS = (KEY_K_MEAN, KEY_K_STD, KEY_V_MEAN, KEY_V_STD)
+
+
+class CalibrationError(GGUFError):
+    """Calibration metadata that is broken or belongs to another model; the message names what differs."""
+
+
+@dataclass
+class Calibration:
+    text: str
+    text_sha256: str
+    tokens: int
+    seq_len: int
+    fingerprint: str
+    n_layer: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    rot_k: int
+    rot_v: int
+    k_mean: np.ndarray  # [n_layer, n_head_kv, head_dim_k] float32
+    k_std: np.ndarray
+    v_mean: np.ndarray  # [n_layer, n_head_kv, head_dim_v] float32
+    v_std: np.ndarray
+
+    def fields(self) -> list[tuple[str, object, str]]:
+        """(key, value, GGUF value type name) in writing order; arrays flattened to float32."""
+        f = [(KEY_VERSION, FORMAT_VERSION, "UINT32"), (KEY_TEXT, self.text, "STRING"),
+             (KEY_TEXT_SHA256, self.text_sha256, "STRING"), (KEY_TOKENS, self.tokens, "UINT64"),
+             (KEY_SEQ_LEN, self.seq_len, "UINT32"), (KEY_FINGERPRINT, self.fingerprint, "STRING"),
+             (KEY_LAYERS, self.n_layer, "UINT32"), (KEY_HEADS_KV, self.n_head_kv, "UINT32"),
+             (KEY_DIM_K, self.head_dim_k, "UINT32"), (KEY_DIM_V, self.head_dim_v, "UINT32"),
+             (KEY_ROT_K, self.rot_k, "UINT32"), (KEY_ROT_V, self.rot_v, "UINT32")]
+        for key, a in zip(STAT_KEYS, (self.k_mean, self.k_std, self.v_mean, self.v_std)):
+            f.append((key, np.asarray(a, dtype=np.float32).ravel(), "FLOAT32_ARRAY"))
+        return f
+
+
+def rotation_sizes(shape: AttentionShape) -> tuple[int, int]:
+    """The Hadamard block sizes llama.cpp rotates K and V with before a quantized cache write
+    (llama_kv_cache::build_input_k_rot/v_rot): K the largest power of two from 64 up that divides the head
+    size, V always 64."""
+    rot_k = 64
+    while shape.head_dim_k % (2 * rot_k) == 0:
+        rot_k *= 2
+    return rot_k, 64
+
+
+def _ggml_type_bytes(ggml_type: int, n: int, name: str) -> int:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    try:
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+    except (ValueError, KeyError):
+        raise GGUFError(f"tensor {name} has ggml type {ggml_type}, which the gguf package does not know") from None
+    return n // block * size
+
+
+def model_fingerprint(info: GGUFInfo) -> str:
+    """sha256 over every tensor's name, type, dims and data bytes, in file order: unchanged by metadata edits
+    (a calibrated copy has the fingerprint of its input), changed by any edit to the weights."""
+    h = hashlib.sha256()
+    with open(info.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        for t in info.tensors:
+            n = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+            start = info.data_start + t.offset
+            nbytes = _ggml_type_bytes(t.ggml_type, n, t.name)
+            if start + nbytes > len(m):
+                raise GGUFError(f"truncated GGUF file: tensor {t.name} ends past the file's end: {info.path}")
+            h.update(t.name.encode() + b"\0" + struct.pack(f"<I{len(t.dims)}Q", t.ggml_type, *t.dims))
+            h.update(m[start:start + nbytes])
+    return "sha256:" + h.hexdigest()
+
+
+def has_calibration(info: GGUFInfo) -> bool:
+    return KEY_VERSION in info.metadata
+
+
+def _decode(info: GGUFInfo) -> Calibration:
+    meta = info.metadata
+    version = meta.get(KEY_VERSION)
+    if version != FORMAT_VERSION:
+        raise CalibrationError(f"{info.path}: calibration format version {version}, this oscar-gguf reads "
+                               f"version {FORMAT_VERSION}; calibrate the model again")
+    missing = [k for k in (KEY_TEXT, KEY_TEXT_SHA256, KEY_TOKENS, KEY_SEQ_LEN, KEY_FINGERPRINT, KEY_LAYERS,
+                           KEY_HEADS_KV, KEY_DIM_K, KEY_DIM_V, KEY_ROT_K, KEY_ROT_V, *STAT_KEYS) if meta.get(k) is None]
+    if missing:
+        raise CalibrationError(f"{info.path}: calibration metadata lacks {', '.join(missing)}")
+    n_layer, n_head_kv, dk, dv = (int(meta[k]) for k in (KEY_LAYERS, KEY_HEADS_KV, KEY_DIM_K, KEY_DIM_V))
+    arrays = {}
+    for key, d in zip(STAT_KEYS, (dk, dk, dv, dv)):
+        a = np.asarray(meta[key], dtype=np.float32)
+        if a.size != n_layer * n_head_kv * d:
+            raise CalibrationError(f"{info.path}: {key} has {a.size} values, expected {n_layer} layers x "
+                                   f"{n_head_kv} KV heads x {d} channels = {n_layer * n_head_kv * d}")
+        arrays[key] = a.reshape(n_layer, n_head_kv, d)
+    return Calibration(str(meta[KEY_TEXT]), str(meta[KEY_TEXT_SHA256]), int(meta[KEY_TOKENS]), int(meta[KEY_SEQ_LEN]),
+                       str(meta[KEY_FINGERPRINT]), n_layer, n_head_kv, dk, dv, int(meta[KEY_ROT_K]),
+                       int(meta[KEY_ROT_V]), *(arrays[k] for k in STAT_KEYS))
+
+
+def check_matches(cal: Calibration, model: GGUFInfo, fingerprint: str | None = None) -> None:
+    """CalibrationError naming every way `cal` does not fit `model` (shape, rotation sizes, tensors)."""
+    shape = attention_shape(model)
+    rot_k, rot_v = rotation_sizes(shape)
+    diffs = [f"{what}: calibration {have}, model {want}" for what, have, want in (
+        ("layers", cal.n_layer, shape.n_layer), ("KV heads", cal.n_head_kv, shape.n_head_kv),
+        ("K head size", cal.head_dim_k, shape.head_dim_k), ("V head size", cal.head_dim_v, shape.head_dim_v),
+        ("K rotation", cal.rot_k, rot_k), ("V rotation", cal.rot_v, rot_v)) if have != want]
+    if not diffs:  # the hash reads every tensor: only worth it when the shapes agree
+        fp = fingerprint or model_fingerprint(model)
+        if cal.fingerprint != fp:
+            diffs.append(f"tensor fingerprint: calibration {cal.fingerprint[:19]}..., model {fp[:19]}...")
+    if diffs:
+        raise CalibrationError(f"calibration does not match the model {model.path.name} ({'; '.join(diffs)})")
+
+
+def read_calibration(model: str | os.PathLike | GGUFInfo, source: str | os.PathLike | None = None) -> Calibration | None:
+    """The calibration stored in `source` (default: the model file itself), checked against `model`;
+    None when there is none. A mismatch raises CalibrationError naming what differs."""
+    info = model if isinstance(model, GGUFInfo) else read_gguf(model)
+    src = info if source is None else read_gguf(Path(source))
+    if not has_calibration(src):
+        return None
+    cal = _decode(src)
+    check_matches(cal, info)
+    return cal
