@@ -6,6 +6,8 @@ from oscar_gguf import evaluate
 from oscar_gguf.bench import expected_kv_bytes
 from oscar_gguf.chat import load
 
+from cache_edits import after_dropping
+
 OSCAR = ["oscar2", "oscar3", "oscar4"]
 PROMPT = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
@@ -68,21 +70,6 @@ def test_kld_orders_bits(smollm2_path, prose):
     for m in models.values():
         m.close()
     assert 0 < means["oscar4"] < means["oscar3"] < means["oscar2"] < 1.0, means
-
-
-def after_dropping(llm, toks: list[int], drop: int, shift: bool, tail: int = 16) -> np.ndarray:
-    """Logits of the last `tail` tokens, evaluated after toks[:-tail] went into the cache, its first `drop`
-    cells were removed and (if shift) the rest moved back by `drop` positions, which makes llama.cpp run
-    its K-shift (re-RoPE of the cached K; for quantized K: dequantize, rotate, requantize)."""
-    n = len(toks) - tail
-    llm.reset()
-    llm.eval(toks[:n])
-    assert llm._ctx.kv_cache_seq_rm(0, 0, drop)
-    if shift:
-        llm._ctx.kv_cache_seq_shift(0, drop, n, -drop)
-    llm.n_tokens = n - drop if shift else n
-    llm.eval(toks[n:])
-    return np.array(llm.scores[llm.n_tokens - tail:llm.n_tokens])
 
 
 @pytest.mark.parametrize("kv", ["f16"] + OSCAR)

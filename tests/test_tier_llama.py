@@ -156,3 +156,24 @@ def test_sliding_window_model_gets_the_tier():
     assert err(ref, tiered) < 0.5 * err(ref, bare), (err(ref, bare), err(ref, tiered))
     kb, ks = err(ref[-tail:], tiered[-tail:]), err(ref[-tail:], stepped[-tail:])
     assert abs(kb - ks) < 0.3 * max(kb, ks), (kb, ks)
+
+
+def test_context_shift_keeps_the_tier(tokens):
+    """After llama.cpp's context shift (the oldest cells dropped, the rest moved back) the tier keeps the moved
+    window: its K rows are re-roped with the cells (rotated K: back, RoPE, forward) instead of leaving the tier,
+    so the shifted cache is as good as the unshifted one, and far better than one without the tier."""
+    from cache_edits import after_dropping
+
+    toks = tokens[:336]
+    with load("smollm2", kv="f16", ctx=512, logits_all=True) as ref:
+        exact = after_dropping(ref.llm, toks, 96, shift=False)
+
+    def err(x):
+        a, b = log_softmax(exact), log_softmax(x)
+        return float((np.exp(a) * (a - b)).sum(-1).mean())
+
+    with load("smollm2", kv="oscar2", ctx=512, logits_all=True) as m:
+        shifted, kept = err(after_dropping(m.llm, toks, 96, shift=True)), err(after_dropping(m.llm, toks, 96, shift=False))
+    with load("smollm2", kv="oscar2", ctx=512, logits_all=True, sinks=0, window=0) as m:
+        bare = err(after_dropping(m.llm, toks, 96, shift=True))
+    assert shifted < 1.5 * kept + 0.01 and shifted < 0.5 * bare, (shifted, kept, bare)
