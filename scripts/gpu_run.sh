@@ -82,6 +82,7 @@ stage_tiereval() {  # issue 4 on the GPU: the default model's eval with and with
     for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
     python3 scripts/gpu_cli.py eval --model $W/smollm2.gguf --gpu-layers -1 --kv f16,q8_0,q4_0,oscar4,oscar3,oscar2 \
         --tiers 0:0,1:32,1:128 --ctx 2048 --max-chunks 2 --no-plot --out $res/eval-tier-cuda-smollm2-ctx2048 > $res/eval-tier.log 2>&1
+    python3 scripts/gpu_tier_decode.py $W/smollm2.gguf $res/tier-decode-cuda.json > $res/tier-decode.log 2>&1
 }
 
 stage_tierbench() {  # issue 4 on the GPU: decode speed with and without the f16 tier at depths 4K and 32K (no carry)
