@@ -128,7 +128,7 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
     bar.close()
     ref_model.close()
     return {
-        "model": str(model), "model_file": models["f16"].path.name, "ctx": ctx, "chunks": done,
+        "model": str(model), "model_file": ref_model.path.name, "ctx": ctx, "chunks": done,
         "scored_tokens_per_type": len(stats["f16"].kld), "seconds": round(time.time() - t0, 1),
         "corpus": {"package": corpus.package, "version": corpus.version, "documents": corpus.documents},
         "results": {t: {"bits_per_element": kv_type(plan[t][0]).bits_per_element, **stats[t].summary(),
