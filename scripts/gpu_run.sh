@@ -11,8 +11,8 @@
 #      waits (up to 9 minutes a call) and returns results.tar.gz and pipeline.log in $OUT.
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
-# PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone; "tiereval", "tierbench":
-# the f16 tier's eval and decode speed (issue 4); "probe": the
+# PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone; "tiereval", "tierbench",
+# "tiercpu": the f16 tier's eval, GPU and CPU decode speed (issue 4); "probe": the
 # GPU eval KLD probe, scripts/gpu_kld_probe.py; "upstream": upstream's test-backend-ops cases of the ops we patch); "build profile" (carry .carry/src only, no feed)
 # runs Nsight Compute on the decode kernel instead.
 set -uo pipefail
@@ -90,6 +90,12 @@ stage_tierbench() {  # issue 4 on the GPU: decode speed with and without the f16
     python3 scripts/gpu_cli.py bench --model $W/llama8b.gguf --gpu-layers -1 --kv q4_0,oscar3,oscar2 --tiers 0:0,1:128 \
         --depths 4096,32768 --prefill 32768:2048 --n-batch 2048 --random-tokens --sequential --no-plot \
         --out $res/bench-tier-cuda-llama8b > $res/bench-tier.log 2>&1
+}
+
+stage_tiercpu() {  # issue 4: CPU decode speed with and without the f16 tier at depths 4K and 32K (this machine's cores)
+    for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
+    python3 scripts/gpu_cli.py bench --model $W/smollm2.gguf --gpu-layers 0 --kv oscar2,oscar3 --tiers 0:0,1:128 \
+        --depths 4096,32768 --n-batch 2048 --no-plot --out $res/bench-tier-cpu-smollm2 > $res/bench-tier-cpu.log 2>&1
 }
 
 stage_attn() {  # the flash-attention kernels alone at 128K and the copy bandwidth (test-backend-ops perf)
