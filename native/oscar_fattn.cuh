@@ -73,10 +73,7 @@ static __global__ void flash_attn_oscar_decode(
         const int64_t nb02, const int64_t nb03,
         const int64_t nb11, const int64_t nb12, const int64_t nb13,
         const int64_t nb21, const int64_t nb22, const int64_t nb23,
-        const int ne33, const int64_t nb33,
-        const char * __restrict__ K2, const char * __restrict__ V2, const char * __restrict__ M2, const int n2,
-        const int64_t nbk21, const int64_t nbk22, const int64_t nbk23,
-        const int64_t nbv21, const int64_t nbv22, const int64_t nbv23, const int nem23, const int64_t nbm23) {
+        const int ne33, const int64_t nb33) {
     constexpr int NBLK = D / 64;               // 64-element blocks per row
     constexpr int T    = TILE_ELEMS / D;       // rows per tile
     constexpr int RP   = NTHREADS / NBLK;      // K phase: rows per pass, one thread per (row, block)
@@ -103,15 +100,6 @@ static __global__ void flash_attn_oscar_decode(
     const int gqa  = ne02 / ne12;
     const int head0 = kvh * gqa + gt * G;        // first query head of this block
     const int ng   = min(G, gqa - gt * G);       // query heads present
-
-    // Blocks past the KV splits take the f16 tier's pieces (oscar_fattn_tier.cuh); parts nsplit.. of the combine.
-    const int nsplit = gridDim.y - (n2 + oscar_tier_cuda::ROWS - 1) / oscar_tier_cuda::ROWS;
-    if ((int) blockIdx.y >= nsplit) {
-        oscar_tier_cuda::decode_part<D, D, G, NTHREADS>(smem, blockIdx.y - nsplit, blockIdx.y, nparts, Q, K2, V2, M2,
-            dst, dst_meta, scale, max_bias, m0, m1, n_head_log2, head0, ng, seq, kvh, ne02, n2, nb02, nb03,
-            nbk21, nbk22, nbk23, nbv21, nbv22, nbv23, nem23, nbm23);
-        return;
-    }
 
     const uint8_t * Kh = (const uint8_t *) K + nb13 * seq + nb12 * kvh;
     const uint8_t * Vh = (const uint8_t *) V + nb23 * seq + nb22 * kvh;
@@ -163,8 +151,8 @@ static __global__ void flash_attn_oscar_decode(
     // Split y takes units [y u / splits, (y + 1) u / splits) of split_rows rows, walked in tiles of T rows;
     // the loops stop at the split's end, so a short split costs a short time.
     const int nunits    = (ne11 + split_rows - 1) / split_rows;
-    const int row_begin = (int) ((int64_t) blockIdx.y * nunits / nsplit) * split_rows;
-    const int row_end   = min(ne11, (int) ((int64_t) (blockIdx.y + 1) * nunits / nsplit) * split_rows);
+    const int row_begin = (int) ((int64_t) blockIdx.y * nunits / gridDim.y) * split_rows;
+    const int row_end   = min(ne11, (int) ((int64_t) (blockIdx.y + 1) * nunits / gridDim.y) * split_rows);
     for (int r0 = row_begin; r0 < row_end; r0 += T) {
         const int n = min(T, row_end - r0);  // rows of this tile
         if (r0 + T < row_end) {  // pull the next tile towards L2 while this one is computed
@@ -308,7 +296,7 @@ static __global__ void flash_attn_oscar_decode(
         const int64_t j = (int64_t) seq * ne02 + head0 + g;  // output row (one query token)
         if (nparts == 1) {
             dst[j * D + d] = v / sum_sh[g];
-        } else {  // part y of nparts (the f16 tier's pieces, when there is one, come after the splits)
+        } else {  // part y of nparts (the f16 tier, when there is one, is the last)
             dst[(j * nparts + blockIdx.y) * D + d] = v;
             if (d == 0) dst_meta[j * nparts + blockIdx.y] = make_float2(max_sh[g], sum_sh[g]);
         }
@@ -365,17 +353,24 @@ void ggml_cuda_flash_attn_ext_oscar_decode(ggml_backend_cuda_context & ctx, ggml
         dst_meta.alloc(nparts * ggml_nrows(dst));
     }
 
-    kernel<<<dim3(groups, nparts, 1), dim3(oscar_dec::NTHREADS, 1, 1), 0, stream>>>(
+    kernel<<<dim3(groups, nsplit, 1), dim3(oscar_dec::NTHREADS, 1, 1), 0, stream>>>(
         (const char *) Q->data, (const char *) K->data, (const char *) V->data, mask ? (const char *) mask->data : nullptr,
         nparts > 1 ? dst_tmp.ptr : (float *) dst->data, dst_meta.ptr,
         scale, max_bias, m0, m1, n_head_log2,
         (int) Q->ne[2], (int) K->ne[2], (int) K->ne[1], ntg, unit, nparts,
         Q->nb[2], Q->nb[3], K->nb[1], K->nb[2], K->nb[3], V->nb[1], V->nb[2], V->nb[3],
-        mask ? (int) mask->ne[3] : 1, mask ? mask->nb[3] : 0,
-        K2 ? (const char *) K2->data : nullptr, V2 ? (const char *) V2->data : nullptr, M2 ? (const char *) M2->data : nullptr,
-        K2 ? (int) K2->ne[1] : 0, K2 ? K2->nb[1] : 0, K2 ? K2->nb[2] : 0, K2 ? K2->nb[3] : 0,
-        V2 ? V2->nb[1] : 0, V2 ? V2->nb[2] : 0, V2 ? V2->nb[3] : 0, M2 ? (int) M2->ne[3] : 1, M2 ? M2->nb[3] : 0);
+        mask ? (int) mask->ne[3] : 1, mask ? mask->nb[3] : 0);
     CUDA_CHECK(cudaGetLastError());
+
+    if (ntier > 0) {
+        oscar_tier_cuda::decode_part<D, D><<<dim3(Q->ne[2], Q->ne[3], ntier), dim3(oscar_tier_cuda::NTHREADS, 1, 1), 0, stream>>>(
+            (const char *) Q->data, (const char *) K2->data, (const char *) V2->data, (const char *) M2->data,
+            dst_tmp.ptr, dst_meta.ptr, nparts, nsplit,
+            scale, max_bias, m0, m1, n_head_log2,
+            (int) Q->ne[2], (int) K2->ne[2], (int) K2->ne[1], Q->nb[2], Q->nb[3],
+            K2->nb[1], K2->nb[2], K2->nb[3], V2->nb[1], V2->nb[2], V2->nb[3], (int) M2->ne[3], M2->nb[3]);
+        CUDA_CHECK(cudaGetLastError());
+    }
 
     if (nparts > 1) {
         const ggml_cuda_kernel_launch_params launch_params = ggml_cuda_kernel_launch_params(

@@ -1,8 +1,7 @@
 // The f16 tier of protected tokens in ggml-cuda's flash attention: the second K/V source that
 // ggml_flash_attn_ext_add_tier puts in src[5..7] (K2, V2 F16 [D, n2, kv heads, ne3], mask2 F16 [n2, >= n_q, 1, ne3]).
-//   Decode (one query token, an OScaR pair the grouped decode kernel serves): the tier's 32-row pieces are more
-//   blocks of that kernel, each one more part next to its KV splits, and flash_attn_combine_results merges them
-//   (one softmax, one launch, nothing dequantized twice).
+//   Decode (one query token, an OScaR pair the grouped decode kernel serves): the tier is one more KV part next to
+//   the decode kernel's splits, and flash_attn_combine_results merges them (one softmax, nothing dequantized twice).
 //   Everything else (prefill, sinks, soft-capping, other types): the main K/V are converted to f16 (what upstream's
 //   prefill does anyway), the tier's rows appended behind them in one view, the masks put side by side, and
 //   upstream's kernels run once over the whole.
@@ -11,20 +10,20 @@
 
 namespace oscar_tier_cuda {
 
-constexpr int ROWS = 32;  // tier rows per block: each block is one more part of the combine
+constexpr int NTHREADS = 128;
+constexpr int ROWS     = 32;  // tier rows per block: each block is one part of the combine
 
-// The f16 tier's piece `piece` (ROWS rows) for the ng <= G query heads head0.. of one KV head and sequence of a
-// one-token query, run by a block of the grouped decode kernel (oscar_fattn.cuh) whose split index is past its KV
-// splits: parts[(j nparts + part) DV + d] = sum_r exp(s_r - m) V2[r][d], meta = (m, sum_r exp(s_r - m)) for
-// j = seq ne02 + head (flash_attn_combine_results' layout; natural-log units like the KV splits). The piece's
-// rows are loaded at once and shared by the G heads; scratch holds ROWS G floats, then 4 G DV floats.
-template <int DK, int DV, int G, int NTHREADS>
-static __device__ __forceinline__ void decode_part(
-        char * scratch, const int piece, const int part, const int nparts,
+// Grid (query head, sequence, ROWS-row piece of the tier) for a one-token query: that piece's part of the softmax,
+// parts[(j nparts + part) DV + d] = sum_r exp(s_r - m) V2[r][d] and meta = (m, sum_r exp(s_r - m)), j = seq ne02 + head,
+// part = part0 + piece: the layout flash_attn_combine_results reads (natural-log units, like the decode kernel).
+// The rows of a piece are loaded at once (a row per warp at a time would wait on memory once per row).
+template <int DK, int DV>
+__launch_bounds__(NTHREADS, 1)
+static __global__ void decode_part(
         const char * __restrict__ Q, const char * __restrict__ K2, const char * __restrict__ V2, const char * __restrict__ M2,
-        float * __restrict__ parts, float2 * __restrict__ meta,
+        float * __restrict__ parts, float2 * __restrict__ meta, const int nparts, const int part0,
         const float scale, const float max_bias, const float m0, const float m1, const uint32_t n_head_log2,
-        const int head0, const int ng, const int seq, const int kvh, const int ne02, const int n2,
+        const int ne02, const int ne12, const int n2,
         const int64_t nb02, const int64_t nb03,
         const int64_t nbk1, const int64_t nbk2, const int64_t nbk3,
         const int64_t nbv1, const int64_t nbv2, const int64_t nbv3,
@@ -32,18 +31,25 @@ static __device__ __forceinline__ void decode_part(
     constexpr int NW = NTHREADS / WARP_SIZE;
     constexpr int RW = ROWS / NW;              // K phase: rows per warp
     constexpr int KP = DK / (2 * WARP_SIZE);   //          half2 of a row per lane
-    constexpr int CP = DV / 2;                 // V phase: column pairs
-    constexpr int VG = NTHREADS / CP;          //          row groups (one thread per column pair and group)
+    constexpr int CP = DV / 2;                 // V phase: column pairs, one per thread
+    constexpr int VG = NTHREADS / CP;          //          row groups
     constexpr int RG = ROWS / VG;              //          rows per group
     static_assert(KP >= 1 && VG >= 1 && ROWS % NW == 0 && ROWS % VG == 0, "tier decode shape");
-    float  * s   = (float *) scratch;                       // [G][ROWS] scores
-    float2 * red = (float2 *) (scratch + G * ROWS * sizeof(float));  // [VG][G][CP]
+    __shared__ float  s[ROWS];
+    __shared__ float2 red[VG][CP];
 
     const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;
-    const int r0 = piece * ROWS, n = min(ROWS, n2 - r0);
+    const int head = blockIdx.x, seq = blockIdx.y, r0 = blockIdx.z * ROWS, n = min(ROWS, n2 - r0);
+    const int kvh = head / (ne02 / ne12);
+    const float slope = get_alibi_slope(max_bias, head, n_head_log2, m0, m1);
     const half * mrow = M2 ? (const half *) (M2 + nbm3 * (seq % nem3)) + r0 : nullptr;
     const char * kh = K2 + nbk3 * seq + nbk2 * kvh + nbk1 * r0;
     const char * vh = V2 + nbv3 * seq + nbv2 * kvh + nbv1 * r0;
+
+    const float2 * qp = (const float2 *) (Q + nb03 * seq + nb02 * head) + lane * KP;
+    float2 q[KP];
+#pragma unroll
+    for (int i = 0; i < KP; i++) q[i] = qp[i];
 
     half2 k[RW][KP];
 #pragma unroll
@@ -53,64 +59,49 @@ static __device__ __forceinline__ void decode_part(
         for (int c = 0; c < KP; c++) k[i][c] = r < n ? __ldg((const half2 *) (kh + nbk1 * r) + lane * KP + c) : make_half2(0.0f, 0.0f);
     }
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        if (g >= ng) break;
-        const float2 * qp = (const float2 *) (Q + nb03 * seq + nb02 * (head0 + g)) + lane * KP;
-        float2 q[KP];
+    for (int i = 0; i < RW; i++) {
+        const int r = warp * RW + i;
+        float dot = 0.0f;
 #pragma unroll
-        for (int c = 0; c < KP; c++) q[c] = qp[c];
-        const float slope = get_alibi_slope(max_bias, head0 + g, n_head_log2, m0, m1);
-#pragma unroll
-        for (int i = 0; i < RW; i++) {
-            const int r = warp * RW + i;
-            float dot = 0.0f;
-#pragma unroll
-            for (int c = 0; c < KP; c++) {
-                const float2 kf = __half22float2(k[i][c]);
-                dot += q[c].x * kf.x + q[c].y * kf.y;
-            }
-            dot = warp_reduce_sum(dot);
-            if (lane == 0) s[g * ROWS + r] = r < n ? scale * dot + (mrow ? slope * __half2float(mrow[r]) : 0.0f) : -INFINITY;
+        for (int c = 0; c < KP; c++) {
+            const float2 kf = __half22float2(k[i][c]);
+            dot += q[c].x * kf.x + q[c].y * kf.y;
         }
+        dot = warp_reduce_sum(dot);
+        if (lane == 0) s[r] = r < n ? scale * dot + (mrow ? slope * __half2float(mrow[r]) : 0.0f) : -INFINITY;
     }
     __syncthreads();
 
-    const int cp = tid % CP, grp = tid / CP;
+    float m = -FLT_MAX / 2.0f;
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) m = fmaxf(m, s[r]);
+    float l = 0.0f;
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) l += expf(s[r] - m);  // 0 for masked rows (-inf)
+
+    const int cp = tid % CP, g = tid / CP;
     half2 v[RG];
 #pragma unroll
     for (int i = 0; i < RG; i++) {
-        const int r = grp * RG + i;
+        const int r = g * RG + i;
         v[i] = r < n ? __ldg((const half2 *) (vh + nbv1 * r) + cp) : make_half2(0.0f, 0.0f);
     }
+    float2 acc = make_float2(0.0f, 0.0f);
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        if (g >= ng) break;
-        float m = -FLT_MAX / 2.0f;
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) m = fmaxf(m, s[g * ROWS + r]);
-        float2 acc = make_float2(0.0f, 0.0f);
-#pragma unroll
-        for (int i = 0; i < RG; i++) {
-            const float p = expf(s[g * ROWS + grp * RG + i] - m);  // 0 for masked rows (-inf)
-            const float2 vf = __half22float2(v[i]);
-            acc.x += p * vf.x;
-            acc.y += p * vf.y;
-        }
-        red[(grp * G + g) * CP + cp] = acc;
-        if (tid == 0) {
-            float l = 0.0f;
-            for (int r = 0; r < ROWS; r++) l += expf(s[g * ROWS + r] - m);
-            meta[((int64_t) seq * ne02 + head0 + g) * nparts + part] = make_float2(m, l);
-        }
+    for (int i = 0; i < RG; i++) {
+        const float p = expf(s[g * RG + i] - m);
+        const float2 vf = __half22float2(v[i]);
+        acc.x += p * vf.x;
+        acc.y += p * vf.y;
     }
+    red[g][cp] = acc;
     __syncthreads();
-    if (grp == 0) {
-        for (int g = 0; g < ng; g++) {
-            float2 acc = red[g * CP + cp];
+    if (g == 0) {
 #pragma unroll
-            for (int h = 1; h < VG; h++) { acc.x += red[(h * G + g) * CP + cp].x; acc.y += red[(h * G + g) * CP + cp].y; }
-            ((float2 *) (parts + (((int64_t) seq * ne02 + head0 + g) * nparts + part) * DV))[cp] = acc;
-        }
+        for (int h = 1; h < VG; h++) { acc.x += red[h][cp].x; acc.y += red[h][cp].y; }
+        const int64_t j = (int64_t) seq * ne02 + head, part = part0 + blockIdx.z;
+        ((float2 *) (parts + (j * nparts + part) * DV))[cp] = acc;
+        if (cp == 0) meta[j * nparts + part] = make_float2(m, l);
     }
 }
 
