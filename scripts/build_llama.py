@@ -96,20 +96,16 @@ def check_sdist(path: Path) -> None:
                          f"moved it to {bad} (delete it and run again)")
 
 
-def prepare_source(sdist: Path, key: str) -> Path:
-    """Extract the sdist and apply patches/ into a fixed source dir (fixed so build trees stay valid)."""
-    src = cache_dir() / "src" / "llama-cpp-python"
-    stamp = src / ".oscar-source-key"
-    if stamp.exists() and stamp.read_text() == key:
-        return src
-    tmp = src.with_name("llama-cpp-python.tmp")
+def extract_sdist(sdist: Path, src: Path, key: str, patches: list[Path], what: str = "") -> Path:
+    """Extract the sdist into src (replaced whole, through a temp dir) with `patches` applied, stamped with key."""
+    tmp = src.with_name(src.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    print(f"[oscar-gguf] extracting {sdist.name}", flush=True)
+    print(f"[oscar-gguf] extracting {sdist.name}{what}", flush=True)
     with tarfile.open(sdist) as tf:
         tf.extractall(tmp, filter="data")
     top = tmp / f"llama_cpp_python-{SDIST_VERSION}"
-    for p in patch_files():
+    for p in patches:
         r = subprocess.run(["git", "apply", "--whitespace=nowarn", str(p)], cwd=top, capture_output=True, text=True)
         if r.returncode != 0:
             raise BuildError(f"patch {p.name} does not apply to {SDIST_FILE}: {r.stderr.strip()}")
@@ -118,6 +114,15 @@ def prepare_source(sdist: Path, key: str) -> Path:
     os.replace(top, src)
     shutil.rmtree(tmp, ignore_errors=True)
     return src
+
+
+def prepare_source(sdist: Path, key: str) -> Path:
+    """Extract the sdist and apply patches/ into a fixed source dir (fixed so build trees stay valid)."""
+    src = cache_dir() / "src" / "llama-cpp-python"
+    stamp = src / ".oscar-source-key"
+    if stamp.exists() and stamp.read_text() == key:
+        return src
+    return extract_sdist(sdist, src, key, patch_files())
 
 
 def source_tree(src: Path, key: str) -> Path:
@@ -138,17 +143,7 @@ def stock_build(python: str, jobs: int) -> Path:
         return bin_dir
     sdist = fetch_sdist(python)
     if not (src / ".oscar-source-key").exists() or (src / ".oscar-source-key").read_text() != SDIST_SHA256:
-        tmp = src.with_name("stock.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        print(f"[oscar-gguf] extracting {sdist.name} (stock, unpatched)", flush=True)
-        with tarfile.open(sdist) as tf:
-            tf.extractall(tmp, filter="data")
-        top = tmp / f"llama_cpp_python-{SDIST_VERSION}"
-        (top / ".oscar-source-key").write_text(SDIST_SHA256)
-        shutil.rmtree(src, ignore_errors=True)
-        os.replace(top, src)
-        shutil.rmtree(tmp, ignore_errors=True)
+        extract_sdist(sdist, src, SDIST_SHA256, [], " (stock, unpatched)")
     build.mkdir(parents=True, exist_ok=True)
     args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
             "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
