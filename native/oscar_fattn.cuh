@@ -296,7 +296,7 @@ static __global__ void flash_attn_oscar_decode(
         const int64_t j = (int64_t) seq * ne02 + head0 + g;  // output row (one query token)
         if (nparts == 1) {
             dst[j * D + d] = v / sum_sh[g];
-        } else {  // part y of nparts (the f16 tier, when there is one, is the last)
+        } else {  // part y of nparts (the f16 tier's pieces, when there is one, follow the splits)
             dst[(j * nparts + blockIdx.y) * D + d] = v;
             if (d == 0) dst_meta[j * nparts + blockIdx.y] = make_float2(max_sh[g], sum_sh[g]);
         }

@@ -1,12 +1,12 @@
 // The f16 tier of protected tokens in ggml-cuda's flash attention: the second K/V source that
 // ggml_flash_attn_ext_add_tier puts in src[5..7] (K2, V2 F16 [D, n2, kv heads, ne3], mask2 F16 [n2, >= n_q, 1, ne3]).
-//   Decode (one query token, an OScaR pair the grouped decode kernel serves): the tier is one more KV part next to
-//   the decode kernel's splits, and flash_attn_combine_results merges them (one softmax, nothing dequantized twice).
+//   Decode (one query token, an OScaR pair the grouped decode kernel serves): the tier's 32-row pieces are more
+//   parts next to the decode kernel's KV splits, and flash_attn_combine_results merges them (one softmax, the main
+//   cache read in place).
 //   Everything else (prefill, sinks, soft-capping, other types): the main K/V are converted to f16 (what upstream's
 //   prefill does anyway), the tier's rows appended behind them in one view, the masks put side by side, and
 //   upstream's kernels run once over the whole.
 #pragma once
-
 
 namespace oscar_tier_cuda {
 
@@ -105,16 +105,15 @@ static __global__ void decode_part(
     }
 }
 
-// dst rows [r0, r1) of every (head, stream) of a [D, n, H, S] f16 view (row stride H D, head stride D) from src rows
-// [0, r1 - r0) of an f16 tensor with strides (bytes); rows past src's n_src are zeros (padding, masked).
+// dst rows [r0, r0 + gridDim.x) of every (head, stream) of a [D, n, H, S] f16 view (row stride H D, head stride D)
+// from src rows [0, gridDim.x) of an f16 tensor with strides (bytes); rows past src's n_src are zeros (padding, masked).
 static __global__ void copy_rows_f16(const char * __restrict__ src, half * __restrict__ dst, const int D, const int H,
-        const int64_t n, const int r0, const int r1, const int n_src, const int64_t nbs1, const int64_t nbs2, const int64_t nbs3) {
+        const int64_t n, const int r0, const int n_src, const int64_t nbs1, const int64_t nbs2, const int64_t nbs3) {
     const int r = r0 + blockIdx.x, h = blockIdx.y, st = blockIdx.z;
     half * y = dst + (((int64_t) st * n + r) * H + h) * D;
     const half * x = (const half *) (src + nbs3 * st + nbs2 * h + nbs1 * (r - r0));
     const bool have = r - r0 < n_src;
     for (int d = threadIdx.x; d < D; d += blockDim.x) y[d] = have ? x[d] : __float2half(0.0f);
-    GGML_UNUSED(r1);
 }
 
 // Masks side by side: columns [0, nk) from the main mask (0 without one), [nk, nk + n2) from the tier's mask (-inf
@@ -138,7 +137,7 @@ static inline void concat_kv(const ggml_tensor * t, const ggml_tensor * t2, half
         ggml_tensor & view) {
     const int64_t D = t->ne[0], nk = t->ne[1], H = t->ne[2], S = t->ne[3];
     if (t->type == GGML_TYPE_F16) {
-        copy_rows_f16<<<dim3(nk, H, S), 128, 0, stream>>>((const char *) t->data, buf, D, H, n, 0, nk, nk, t->nb[1], t->nb[2], t->nb[3]);
+        copy_rows_f16<<<dim3(nk, H, S), 128, 0, stream>>>((const char *) t->data, buf, D, H, n, 0, nk, t->nb[1], t->nb[2], t->nb[3]);
     } else {
         const size_t ts = ggml_type_size(t->type);
         GGML_ASSERT(t->nb[0] == ts && "oscar tier: main K/V rows must be contiguous");
@@ -148,7 +147,7 @@ static inline void concat_kv(const ggml_tensor * t, const ggml_tensor * t2, half
             to_fp16((const char *) t->data + st * t->nb[3], buf + st * n * H * D, D, H, nk, 1, t->nb[2] / ts, t->nb[1] / ts, 0, stream);
         }
     }
-    copy_rows_f16<<<dim3(n - nk, H, S), 128, 0, stream>>>((const char *) t2->data, buf, D, H, n, nk, n, t2->ne[1], t2->nb[1], t2->nb[2], t2->nb[3]);
+    copy_rows_f16<<<dim3(n - nk, H, S), 128, 0, stream>>>((const char *) t2->data, buf, D, H, n, nk, t2->ne[1], t2->nb[1], t2->nb[2], t2->nb[3]);
     CUDA_CHECK(cudaGetLastError());
 
     view = *t;
@@ -184,8 +183,8 @@ static inline bool ggml_cuda_flash_attn_ext_tier_supported(const ggml_tensor * o
 static inline bool ggml_cuda_flash_attn_ext_oscar(ggml_backend_cuda_context & ctx, ggml_tensor * dst);  // oscar_fattn.cuh
 void ggml_cuda_flash_attn_ext(ggml_backend_cuda_context & ctx, ggml_tensor * dst);                    // fattn.cu
 
-// fattn.cu's entry for an op with a tier: the grouped decode kernel when it takes the op (it adds the tier as a
-// part), else one upstream flash attention over the f16 concatenation.
+// fattn.cu's entry for an op with a tier: the grouped decode kernel when it takes the op (it adds the tier's
+// parts), else one upstream flash attention over the f16 concatenation.
 static inline void ggml_cuda_flash_attn_ext_tier(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
     if (ggml_cuda_flash_attn_ext_oscar(ctx, dst)) {
         return;

@@ -7,8 +7,8 @@ mean KLD is under 10 % of it. OScaR types can be measured with several f16 tiers
 """
 from __future__ import annotations
 
-import math
 import gc
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
