@@ -111,7 +111,39 @@ void    oscar_tier_mask_main(const oscar_tier * t, int32_t nq, const int32_t * q
 void oscar_hadamard(float * x, int64_t len, int32_t n);
 int  oscar_calib_add(double * sum, double * sumsq, const float * rows, int64_t n_rows, int64_t row_len,
                      size_t row_stride, int64_t skip, int32_t rot);
+// Model fingerprint (oscar_fingerprint.c): identifies the tensors a calibration belongs to. FNV-1a 64 over every
+// tensor's name, ggml type, 4 dims (1 past its own) and byte size, and 64 pieces of 256 bytes spread evenly over
+// its data (all of it when smaller), in the order given. Writes "oscar-fp1:<16 hex digits>" into out (OSCAR_FP_LEN
+// bytes); returns 0, -1 when the file cannot be read, -2 for tensor data past the file's end.
+typedef struct {
+    const char * name;
+    uint32_t     type;     // ggml type
+    uint64_t     ne[4];    // 1 past the tensor's own dims
+    uint64_t     offset;   // of the data, from the start of the file's data section
+    uint64_t     nbytes;
+} oscar_fp_tensor;
+#define OSCAR_FP_LEN 32
+int  oscar_fingerprint(const char * path, uint64_t data_start, const oscar_fp_tensor * t, int64_t n, char * out);
+
+// The per-layer affine transform that applies a calibration in llama.cpp's graph (oscar_calib.c). For n channels
+// (heads of `group` channels) with mean m and standard deviation s, out gets 4 planes of n floats: scale,
+// 1/scale, -mean/scale, mean. scale is s floored at 1e-6 x the RMS of its head's s, and 1 with mean 0 for a head
+// whose s are all 0 or not finite. keep_mean 0 takes every mean as 0 (attention sinks, logit soft-capping).
+void oscar_calib_affine(const float * mean, const float * std, int64_t n, int64_t group, int keep_mean, float * out);
 /* cffi-end */
+
+// A model's calibration as llama.cpp reads it (oscar_calib_gguf.c, compiled into libllama only: it reads through
+// ggml's gguf API). The caller gives the model's shape and arrays of n_layer*n_head_kv*head_dim floats; returns 0
+// when the file has no calibration, 1 when it read one that fits (rot_k/rot_v set to the rotation sizes it was
+// measured after), -1 with a message in err naming every mismatch (layers, KV heads, head sizes, fingerprint) or
+// what is broken (version, a missing key, an array's type or length).
+struct gguf_context;
+typedef struct {
+    int32_t n_layer, n_head_kv, head_dim_k, head_dim_v;  // the model's
+    int32_t rot_k, rot_v;                                  // out
+} oscar_calib_shape;
+int oscar_calib_read(const struct gguf_context * g, const char * path, oscar_calib_shape * shape,
+                     float * k_mean, float * k_std, float * v_mean, float * v_std, char * err, size_t err_len);
 
 // Whether a query at position q takes key position k from the tier (if the tier holds it).
 static inline int oscar_tier_covers(const oscar_tier * t, int32_t k, int32_t q) {

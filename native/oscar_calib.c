@@ -48,3 +48,26 @@ int oscar_calib_add(double * sum, double * sumsq, const float * rows, int64_t n_
     }
     return 0;
 }
+
+void oscar_calib_affine(const float * mean, const float * std, int64_t n, int64_t group, int keep_mean, float * out) {
+    float * scale = out, * inv = out + n, * bias = out + 2*n, * mu = out + 3*n;
+    for (int64_t h = 0; h + group <= n; h += group) {
+        double ss = 0.0;
+        int ok = 1;
+        for (int64_t i = h; i < h + group; i++) {
+            ok &= isfinite(std[i]) && isfinite(mean[i]);
+            ss += (double) std[i] * std[i];
+        }
+        const double rms = ok ? sqrt(ss / (double) group) : 0.0;
+        for (int64_t i = h; i < h + group; i++) {
+            // the floor keeps a dead channel from a division by zero; 1e-6 of the head's spread is far below
+            // anything the quantizer resolves
+            const double s = rms > 0.0 ? fmax(std[i], 1e-6 * rms) : 1.0;
+            const double m = rms > 0.0 && keep_mean ? mean[i] : 0.0;
+            scale[i] = (float) s;
+            inv[i]   = (float) (1.0 / s);
+            bias[i]  = (float) (-m / s);
+            mu[i]    = (float) m;
+        }
+    }
+}

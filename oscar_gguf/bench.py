@@ -87,7 +87,7 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
 
     from .chat import OscarModel
 
-    plan = variants(kv_types, tiers)  # label -> (cache type, f16 tier sinks, window)
+    plan = variants(kv_types, tiers)
     types = list(plan)
     depths = sorted(depths)
     longest = max(depths + ([sum(prefill)] if prefill else []))
@@ -95,12 +95,12 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
     threads = threads or os.cpu_count()
 
     def load(label: str):
-        t, sinks, window = plan[label]
-        return OscarModel(model, kv=t, ctx=ctx, n_threads=threads, n_threads_batch=threads,
-                          n_gpu_layers=n_gpu_layers, n_batch=n_batch, sinks=sinks, window=window)
+        v = plan[label]
+        return OscarModel(model, kv=v.kv, ctx=ctx, n_threads=threads, n_threads_batch=threads,
+                          n_gpu_layers=n_gpu_layers, n_batch=n_batch, sinks=v.sinks, window=v.window, calib=v.calib)
 
     # before any model takes GPU memory
-    attn = attention_perf(list(dict.fromkeys(t for t, _, _ in plan.values()))) if attention else None
+    attn = attention_perf(list(dict.fromkeys(v.kv for v in plan.values()))) if attention else None
     first = load(types[0])
     if random_tokens:  # models with a placeholder vocabulary (scripts/make_bench_model.py)
         prompt = np.random.default_rng(0).integers(3, first.llm.n_vocab(), size=longest).tolist()
@@ -139,7 +139,7 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
                 if prefill and not prefill_rates[t]:
                     prefill_runs(tm, t)
                     bar.update(1)
-                info[t] = _cache_info(m, plan[t][0])
+                info[t] = _cache_info(m, plan[t].kv)
                 m.close()
         else:
             models = {t: first if t == types[0] else load(t) for t in types}
@@ -157,11 +157,11 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
                     prefill_runs(timers[t], t)
                     bar.update(1)
             for t, m in models.items():
-                info[t] = _cache_info(m, plan[t][0])
+                info[t] = _cache_info(m, plan[t].kv)
                 m.close()
     results = {}
     for t in types:
-        results[t] = {"bits_per_element": kv_type(plan[t][0]).bits_per_element,
+        results[t] = {"bits_per_element": kv_type(plan[t].kv).bits_per_element,
                       "decode_tok_s": {str(d): float(np.median(r)) for d, r in rates[t].items()},
                       "decode_tok_s_all": {str(d): r for d, r in rates[t].items()}, **info[t]}
         if prefill:

@@ -6,16 +6,14 @@ layer: the [head_dim, n_head_kv] per-layer layout of llama.cpp's K/V rows.
 """
 from __future__ import annotations
 
-import hashlib
-import mmap
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .ggufmeta import AttentionShape, GGUFError, GGUFInfo, attention_shape, read_gguf
+from . import _native as native
+from .ggufmeta import AttentionShape, GGUFError, GGUFInfo, attention_shape, read_gguf, tensor_nbytes
 
 PREFIX = "oscar."
 FORMAT_VERSION = 1
@@ -25,7 +23,7 @@ KEY_TEXT = "oscar.text"                    # string: what the statistics were me
 KEY_TEXT_SHA256 = "oscar.text_sha256"      # string: sha256 of that text (UTF-8)
 KEY_TOKENS = "oscar.tokens"                # uint64: vectors per (layer, KV head), sequence-first tokens left out
 KEY_SEQ_LEN = "oscar.seq_len"              # uint32: tokens per calibration sequence
-KEY_FINGERPRINT = "oscar.fingerprint"      # string: "sha256:<hex>" of the model's tensors (model_fingerprint)
+KEY_FINGERPRINT = "oscar.fingerprint"      # string: "oscar-fp1:<hex>" of the model's tensors (model_fingerprint)
 KEY_LAYERS = "oscar.block_count"           # uint32
 KEY_HEADS_KV = "oscar.head_count_kv"       # uint32
 KEY_DIM_K = "oscar.key_length"             # uint32: K head size
@@ -82,30 +80,26 @@ def rotation_sizes(shape: AttentionShape) -> tuple[int, int]:
     return rot_k, 64
 
 
-def _ggml_type_bytes(ggml_type: int, n: int, name: str) -> int:
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    try:
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
-    except (ValueError, KeyError):
-        raise GGUFError(f"tensor {name} has ggml type {ggml_type}, which the gguf package does not know") from None
-    return n // block * size
-
-
 def model_fingerprint(info: GGUFInfo) -> str:
-    """sha256 over every tensor's name, type, dims and data bytes, in file order: unchanged by metadata edits
-    (a calibrated copy has the fingerprint of its input), changed by any edit to the weights."""
-    h = hashlib.sha256()
-    with open(info.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        for t in info.tensors:
-            n = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
-            start = info.data_start + t.offset
-            nbytes = _ggml_type_bytes(t.ggml_type, n, t.name)
-            if start + nbytes > len(m):
-                raise GGUFError(f"truncated GGUF file: tensor {t.name} ends past the file's end: {info.path}")
-            h.update(t.name.encode() + b"\0" + struct.pack(f"<I{len(t.dims)}Q", t.ggml_type, *t.dims))
-            h.update(m[start:start + nbytes])
-    return "sha256:" + h.hexdigest()
+    """native/oscar_fingerprint.c's fingerprint of the model's tensors, the one llama.cpp checks: unchanged by
+    metadata edits (a calibrated copy has its input's), changed by re-quantizing or fine-tuning."""
+    ffi, lib = native.lib()
+    names = [ffi.new("char[]", t.name.encode()) for t in info.tensors]
+    table = ffi.new("oscar_fp_tensor[]", max(len(info.tensors), 1))
+    for i, t in enumerate(info.tensors):
+        if len(t.dims) > 4:
+            raise GGUFError(f"tensor {t.name} has {len(t.dims)} dims (GGUF allows 4): {info.path}")
+        n = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+        table[i].name, table[i].type = names[i], t.ggml_type
+        table[i].ne[0:4] = [*t.dims, 1, 1, 1, 1][:4]
+        table[i].offset, table[i].nbytes = t.offset, tensor_nbytes(t.ggml_type, n, t.name)
+    out = ffi.new("char[]", lib.OSCAR_FP_LEN)
+    rc = lib.oscar_fingerprint(str(info.path).encode(), info.data_start, table, len(info.tensors), out)
+    if rc == -1:
+        raise GGUFError(f"cannot read {info.path}")
+    if rc != 0:
+        raise GGUFError(f"truncated GGUF file: tensor data ends past the file's end: {info.path}")
+    return ffi.string(out).decode()
 
 
 def has_calibration(info: GGUFInfo) -> bool:

@@ -28,6 +28,7 @@ class CacheInfo:
     tier_sinks: int = 0
     tier_window: int = 0
     tier_mib: float = 0.0
+    calibrated: bool = False  # llama.cpp applied the model's calibration (docs/calibration.md)
 
 
 def resolve_tier(k: KVType, v: KVType, sinks: int | None, window: int | None) -> tuple[int, int]:
@@ -53,7 +54,7 @@ class OscarModel:
 
     def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096,
                  kv_k: str | None = None, kv_v: str | None = None, n_gpu_layers: int = 0,
-                 sinks: int | None = None, window: int | None = None,
+                 sinks: int | None = None, window: int | None = None, calib: bool = True,
                  n_threads: int | None = None, n_batch: int = 512, logits_all: bool = False,
                  seed: int = 0, verbose: bool = False, **llama_kwargs: Any):
         import llama_cpp
@@ -67,15 +68,20 @@ class OscarModel:
         self.shape = attention_shape(self.path)
         check_head_sizes(self.shape, k, v, str(model))
         tier_sinks, tier_window = resolve_tier(k, v, sinks, window)
+        self.calibration = None
+        if calib and (k.oscar_bits or v.oscar_bits):  # a mismatch is refused here, in words, not by a NULL context
+            from .calibmeta import read_calibration
+
+            self.calibration = read_calibration(self.path)
         with llamalog.capture(echo=verbose) as log:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),
                 type_k=k.ggml_type, type_v=v.ggml_type, flash_attn=True, n_gpu_layers=n_gpu_layers,
                 n_threads=n_threads, logits_all=logits_all, seed=seed, verbose=verbose,
-                oscar_sinks=tier_sinks, oscar_window=tier_window, **llama_kwargs)
+                oscar_sinks=tier_sinks, oscar_window=tier_window, oscar_calib=calib, **llama_kwargs)
         sizes, tier = log.kv_sizes_mib(), log.tier()
         self.cache = CacheInfo(k.name, v.name, sizes["k"], sizes["v"], log.flag("attn_rot_k"), log.flag("attn_rot_v"),
-                               *tier)
+                               *tier, calibrated="oscar-gguf: calibration applied" in log.text)
         self.log = log
 
     def chat(self, messages: list[dict[str, str]], stream: bool = False, **sampling: Any) -> dict | Iterator[dict]:
@@ -94,5 +100,6 @@ class OscarModel:
 
 def load(model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096, **kwargs: Any) -> OscarModel:
     """Load `model` (registry name or GGUF path) with KV cache type `kv` (or `kv_k`/`kv_v`) and `ctx` tokens.
-    `sinks`/`window` size the f16 tier of an OScaR cache (default 1 and 128; 0, 0 turns it off)."""
+    `sinks`/`window` size the f16 tier of an OScaR cache (default 1 and 128; 0, 0 turns it off); `calib=False`
+    leaves the model's calibration (oscar-gguf calibrate) unapplied."""
     return OscarModel(model, kv=kv, ctx=ctx, **kwargs)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .kvtypes import KV_TYPES, kv_type
+from .kvtypes import CALIB_CHOICES, KV_TYPES, kv_type
 from .models import DEFAULT_MODEL
 
 
@@ -41,14 +41,23 @@ def cmd_models(a) -> int:
     return 0
 
 
+def _calib_note(m) -> str:
+    if m.cache.calibrated:
+        return ", calibrated"
+    if m.calibration is None and (kv_type(m.cache.type_k).oscar_bits or kv_type(m.cache.type_v).oscar_bits):
+        return ", uncalibrated: `oscar-gguf calibrate` adds a calibration"
+    return ""
+
+
 def cmd_chat(a) -> int:
     from .chat import load
 
     m = load(a.model, kv=a.kv, ctx=a.ctx, kv_k=a.kv_k, kv_v=a.kv_v, n_gpu_layers=a.gpu_layers, verbose=a.verbose,
-             sinks=a.sinks, window=a.window)
+             sinks=a.sinks, window=a.window, calib=a.calib == "on")
     tier = f", f16 tier {m.cache.tier_sinks}+{m.cache.tier_window} tokens" if m.cache.tier_mib else ""
     print(f"[{m.path.name}: KV cache K={m.cache.type_k} V={m.cache.type_v}, "
-          f"{m.cache.k_mib + m.cache.v_mib + m.cache.tier_mib:.2f} MiB for {a.ctx} tokens{tier}]", file=sys.stderr)
+          f"{m.cache.k_mib + m.cache.v_mib + m.cache.tier_mib:.2f} MiB for {a.ctx} tokens{tier}{_calib_note(m)}]",
+          file=sys.stderr)
     messages = [{"role": "system", "content": a.system}] if a.system else []
     sampling = dict(max_tokens=a.max_tokens, temperature=a.temperature, seed=a.seed)
 
@@ -97,7 +106,7 @@ def cmd_eval(a) -> int:
     from . import evaluate
 
     report = evaluate.run(a.model, _types(a.kv), a.ctx, max_chunks=a.max_chunks, min_chunks=a.min_chunks,
-                          threads=a.threads, n_gpu_layers=a.gpu_layers, tiers=_tiers(a.tiers))
+                          threads=a.threads, n_gpu_layers=a.gpu_layers, tiers=_tiers(a.tiers), calib=a.calib)
     return publish(report, Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}"), evaluate, a.argv, not a.no_plot)
 
 
@@ -166,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="system message")
     p.add_argument("--prompt", default=None, help="one-shot: answer this and exit")
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's log")
+    p.add_argument("--calib", choices=("on", "off"), default="on",
+                   help="OScaR caches: apply the model's calibration when it has one (default on)")
     tier(p)
     p.set_defaults(fn=cmd_chat)
 
@@ -178,6 +189,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output prefix for .json/.md/.png")
     p.add_argument("--no-plot", action="store_true", help="write .json and .md only (draw later with render)")
     p.add_argument("--tiers", help="SINKS:WINDOW[,...]: measure each OScaR type with each f16 tier (default: the default tier)")
+    p.add_argument("--calib", choices=CALIB_CHOICES, default="on",
+                   help="OScaR types: apply the model's calibration (on), not (off), or measure both ways (both)")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("bench", help="decode tokens/s at context depths, prefill at depth, KV buffer sizes")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kvtypes import kv_type, variants
+from .kvtypes import Variant, kv_type, variants
 
 
 @dataclass
@@ -67,20 +67,20 @@ def chunk_logits(llm, tokens: list[int]) -> np.ndarray:
 
 def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chunks: int = 2,
         rel_ci: float = 0.10, threads: int | None = None, n_gpu_layers: int = 0,
-        tiers: list[tuple[int, int]] | None = None) -> dict:
+        tiers: list[tuple[int, int]] | None = None, calib: str = "on") -> dict:
     from tqdm import tqdm
 
     from .chat import OscarModel
     from .corpus import load_corpus
 
-    plan = {"f16": ("f16", 0, 0), **{k: v for k, v in variants(kv_types, tiers).items() if k != "f16"}}
+    plan = {"f16": Variant("f16", 0, 0), **{k: v for k, v in variants(kv_types, tiers, calib).items() if k != "f16"}}
     types = list(plan)
     corpus = load_corpus("eval")
 
     def load(label: str) -> OscarModel:
-        t, s, w = plan[label]
-        return OscarModel(model, kv=t, ctx=ctx, logits_all=True, n_threads=threads, n_gpu_layers=n_gpu_layers,
-                          sinks=s, window=w)
+        v = plan[label]
+        return OscarModel(model, kv=v.kv, ctx=ctx, logits_all=True, n_threads=threads, n_gpu_layers=n_gpu_layers,
+                          sinks=v.sinks, window=v.window, calib=v.calib)
 
     # Only the reference stays loaded; each other type is loaded for its turn on a chunk. All-position logits
     # are n_ctx x n_vocab floats per model (2 GiB for Gemma 3's vocabulary at 2048 tokens), too many to hold at once.
@@ -131,7 +131,7 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
         "model": str(model), "model_file": ref_model.path.name, "ctx": ctx, "chunks": done,
         "scored_tokens_per_type": len(stats["f16"].kld), "seconds": round(time.time() - t0, 1),
         "corpus": {"package": corpus.package, "version": corpus.version, "documents": corpus.documents},
-        "results": {t: {"bits_per_element": kv_type(plan[t][0]).bits_per_element, **stats[t].summary(),
+        "results": {t: {"bits_per_element": kv_type(plan[t].kv).bits_per_element, **stats[t].summary(),
                         "kld_all_positions": stats_all[t].summary()["kld"], "cache": caches[t]}
                     for t in types},
     }
@@ -145,15 +145,17 @@ def markdown(report: dict) -> str:
              f"{report['corpus']['version']} ({len(report['corpus']['documents'])} documents). "
              "The CI is over tokens (1.96 standard errors of the per-token KLD).", "",
              "KLD and top-1 are over the second half of each chunk; 'all' is the KLD over every position. "
-             "Tier: the f16 sinks/window of an OScaR cache and its size.", "",
-             "| KV type | bits/element | tier | mean KLD vs f16 | 95 % CI | KLD / q4_0 | KLD, all | PPL | top-1 agreement |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Tier: the f16 sinks/window of an OScaR cache and its size. Calibrated: llama.cpp applied the model's "
+             "calibration (docs/calibration.md).", "",
+             "| KV type | bits/element | tier | calibrated | mean KLD vs f16 | 95 % CI | KLD / q4_0 | KLD, all | PPL | top-1 agreement |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for t, r in res.items():
         ratio = f"{r['kld'] / q4:.2f}" if q4 and t != "f16" else "-"
         c = r.get("cache", {})
         tier = f"{c['tier_sinks']}/{c['tier_window']} ({c['tier_mib']:.2f} MiB)" if c.get("tier_mib") else "-"
         kld_all = f"{r['kld_all_positions']:.5f}" if "kld_all_positions" in r else "-"
-        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {tier} | {r['kld']:.5f} | ±{r['kld_ci95']:.5f} | {ratio} | "
+        cal = "yes" if c.get("calibrated") else "-"
+        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {tier} | {cal} | {r['kld']:.5f} | ±{r['kld_ci95']:.5f} | {ratio} | "
                      f"{kld_all} | {r['ppl']:.3f} | {100 * r['top1']:.2f} % |")
     if "command" in report:
         lines += ["", f"Command: `{report['command']}`"]

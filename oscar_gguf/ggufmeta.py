@@ -29,6 +29,22 @@ _GGML_SIZES = {
 }
 
 
+def tensor_nbytes(ggml_type: int, n: int, name: str) -> int:
+    """Data bytes of a tensor of n elements: the table above (ggml's sizes), then the gguf package's for rarer
+    types (its Q8_1 entry is older than ggml's, so the table comes first)."""
+    if ggml_type in _GGML_SIZES:
+        blk, size = _GGML_SIZES[ggml_type]
+        return n // blk * size
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    try:
+        blk, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+    except (ValueError, KeyError):
+        raise GGUFError(f"tensor {name} has ggml type {ggml_type}, which neither ggml's table here nor the gguf "
+                        "package knows") from None
+    return n // blk * size
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     name: str

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,34 @@ def oscar_type(name: str) -> KVType:
     return t
 
 
-def variants(names: list[str], tiers: list[tuple[int, int]] | None) -> dict[str, tuple[str, int | None, int | None]]:
-    """label -> (cache type, sinks, window) for a run that compares types: with tiers, each OScaR type once per
-    f16 tier ("oscar2 s1w128"); every other type once, and OScaR types too without tiers (None: the default)."""
-    out: dict[str, tuple[str, int | None, int | None]] = {}
+class Variant(NamedTuple):
+    kv: str                # cache type
+    sinks: int | None      # f16 tier (None: the default)
+    window: int | None
+    calib: bool = True     # apply the model's calibration (when it has one)
+
+
+CALIB_CHOICES = ("on", "off", "both")
+
+
+def variants(names: list[str], tiers: list[tuple[int, int]] | None, calib: str = "on") -> dict[str, Variant]:
+    """label -> Variant for a run that compares types: with tiers, each OScaR type once per f16 tier
+    ("oscar2 s1w128"); every other type once, and OScaR types too without tiers. calib "both" measures each
+    OScaR variant uncalibrated and calibrated ("oscar2 s1w128 +cal"), "on"/"off" one way."""
+    if calib not in CALIB_CHOICES:
+        raise ValueError(f"calib must be one of {', '.join(CALIB_CHOICES)}, got {calib!r}")
+    out: dict[str, Variant] = {}
     for name in names:
         t = kv_type(name)
-        if t.oscar_bits and tiers:
-            out.update({f"{t.name} s{s}w{w}": (t.name, s, w) for s, w in tiers})
-        else:
-            out[t.name] = (t.name, None, None)
+        if not t.oscar_bits:
+            out[t.name] = Variant(t.name, None, None)
+            continue
+        for label, s, w in ([(f"{t.name} s{s}w{w}", s, w) for s, w in tiers] if tiers else [(t.name, None, None)]):
+            if calib == "both":
+                out[label] = Variant(t.name, s, w, False)
+                out[label + " +cal"] = Variant(t.name, s, w, True)
+            else:
+                out[label] = Variant(t.name, s, w, calib == "on")
     return out
 
 
