@@ -82,12 +82,12 @@ class _Timer:
 def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, repeats: int = 3,
         threads: int | None = None, n_gpu_layers: int = 0, prefill: tuple[int, int] | None = None,
         random_tokens: bool = False, sequential: bool = False, n_batch: int = 512, attention: bool = False,
-        tiers: list[tuple[int, int]] | None = None) -> dict:
+        tiers: list[tuple[int, int]] | None = None, calib: str = "on") -> dict:
     from tqdm import tqdm
 
     from .chat import OscarModel
 
-    plan = variants(kv_types, tiers)
+    plan = variants(kv_types, tiers, calib)
     types = list(plan)
     depths = sorted(depths)
     longest = max(depths + ([sum(prefill)] if prefill else []))
@@ -255,6 +255,16 @@ def markdown(report: dict) -> str:
             if pre:
                 cells.append(f"{r['prefill_tok_s'] / res[base]['prefill_tok_s']:.2f}")
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    pairs = [(t.removesuffix(" +cal"), t) for t in res if t.endswith(" +cal") and t.removesuffix(" +cal") in res]
+    if pairs:  # the calibration's transform against the same variant without it
+        lines += ["", "Calibrated ÷ uncalibrated (same run):", "",
+                  "| KV type | " + " | ".join(f"decode @ {d}" for d in depths) + (" | prefill |" if pre else " |"),
+                  "|---|" + "---|" * (len(depths) + (1 if pre else 0))]
+        for base, t in pairs:
+            cells = [f"{res[t]['decode_tok_s'][str(d)] / res[base]['decode_tok_s'][str(d)]:.2f}" for d in depths]
+            if pre:
+                cells.append(f"{res[t]['prefill_tok_s'] / res[base]['prefill_tok_s']:.2f}")
+            lines.append(f"| {base} | " + " | ".join(cells) + " |")
     att = report.get("attention")
     if att:
         bw = att["bandwidth_gb_s"]

@@ -120,7 +120,7 @@ def cmd_bench(a) -> int:
     report = bench.run(a.model, _types(a.kv), [int(d) for d in a.depths.split(",")], n_decode=a.n_decode,
                        repeats=a.repeats, threads=a.threads, n_gpu_layers=a.gpu_layers, prefill=prefill,
                        random_tokens=a.random_tokens, sequential=a.sequential, n_batch=a.n_batch,
-                       attention=a.attention, tiers=_tiers(a.tiers))
+                       attention=a.attention, tiers=_tiers(a.tiers), calib=a.calib)
     where = "cuda" if a.gpu_layers else "cpu"
     return publish(report, Path(a.out or f"bench-{where}-{Path(str(a.model)).stem}"), bench, a.argv, not a.no_plot)
 
@@ -208,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output prefix for .json/.md/.png")
     p.add_argument("--no-plot", action="store_true", help="write .json and .md only (draw later with render)")
     p.add_argument("--tiers", help="SINKS:WINDOW[,...]: time each OScaR type with each f16 tier (default: the default tier)")
+    p.add_argument("--calib", choices=CALIB_CHOICES, default="on",
+                   help="OScaR types: apply the model's calibration (on), not (off), or time both ways (both)")
     p.set_defaults(fn=cmd_bench)
 
     from .calibrate import DEFAULT_SEQ_LEN, DEFAULT_TOKENS

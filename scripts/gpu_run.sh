@@ -12,7 +12,8 @@
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
 # PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone; "tiereval", "tierbench",
-# "tiercpu": the f16 tier's eval, GPU and CPU decode speed (issue 4); "probe": the
+# "tiercpu": the f16 tier's eval, GPU and CPU decode speed (issue 4); "calib", "calibbench": the calibrated eval and
+# the calibration's speed cost (issue 5); "probe": the
 # GPU eval KLD probe, scripts/gpu_kld_probe.py; "upstream": upstream's test-backend-ops cases of the ops we patch); "build profile" (carry .carry/src only, no feed)
 # runs Nsight Compute on the decode kernel instead.
 set -uo pipefail
@@ -96,6 +97,23 @@ stage_tiercpu() {  # issue 4: CPU decode speed with and without the f16 tier at 
     for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
     python3 scripts/gpu_cli.py bench --model $W/smollm2.gguf --gpu-layers 0 --kv oscar2,oscar3 --tiers 0:0,1:128 \
         --depths 4096,32768 --n-batch 2048 --no-plot --out $res/bench-tier-cpu-smollm2 > $res/bench-tier-cpu.log 2>&1
+}
+
+stage_calib() {  # issue 5 on the GPU: the default model calibrated (this machine's CPU: the tap reads host memory),
+    # then its eval with and without the calibration (needs the feed call)
+    for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
+    CUDA_VISIBLE_DEVICES= python3 scripts/gpu_cli.py calibrate $W/smollm2.gguf $W/smollm2-cal.gguf > $res/calibrate.log 2>&1 || return 1
+    python3 scripts/gpu_cli.py eval --model $W/smollm2-cal.gguf --gpu-layers -1 --kv f16,q4_0,oscar4,oscar3,oscar2 \
+        --tiers 0:0,1:128 --calib both --ctx 2048 --max-chunks 2 --no-plot --out $res/eval-calib-cuda-smollm2-ctx2048 > $res/eval-calib.log 2>&1
+}
+
+stage_calibbench() {  # issue 5: what the calibration's transform costs in decode and prefill (identity statistics)
+    [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
+    python3 scripts/identity_calibration.py $W/llama8b.gguf $W/llama8b-cal.gguf > $res/identity-cal.log 2>&1 || return 1
+    rm -f $W/llama8b.gguf
+    python3 scripts/gpu_cli.py bench --model $W/llama8b-cal.gguf --gpu-layers -1 --kv oscar3,oscar2 --calib both \
+        --depths 0,4096,32768 --prefill 32768:2048 --n-batch 2048 --random-tokens --sequential --no-plot \
+        --out $res/bench-calib-cuda-llama8b > $res/bench-calib.log 2>&1
 }
 
 stage_attn() {  # the flash-attention kernels alone at 128K and the copy bandwidth (test-backend-ops perf)
