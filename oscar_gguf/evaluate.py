@@ -169,12 +169,24 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for t, r in report["results"].items():
+    res = report["results"]
+    for t, r in res.items():
         if t == "f16":
             continue
+        cal = t.endswith(" +cal")  # drawn in its own colour, joined to its uncalibrated twin, not labelled again
         ax.errorbar(r["bits_per_element"], r["kld"], yerr=r["kld_ci95"], fmt="o" if t.startswith("oscar") else "s",
-                    color="C0" if t.startswith("oscar") else "C1")
-        ax.annotate(t, (r["bits_per_element"], r["kld"]), textcoords="offset points", xytext=(6, 4))
+                    color="C2" if cal else "C0" if t.startswith("oscar") else "C1")
+        twin = res.get(t.removesuffix(" +cal")) if cal else None
+        if twin:
+            ax.plot([twin["bits_per_element"]] * 2, [twin["kld"], r["kld"]], color="C2", lw=1, alpha=0.6)
+        else:
+            ax.annotate(t, (r["bits_per_element"], r["kld"]), textcoords="offset points", xytext=(6, 4))
+    if any(t.endswith(" +cal") for t in res):
+        from matplotlib.lines import Line2D
+
+        ax.legend(handles=[Line2D([], [], marker="o", ls="", color="C0", label="OScaR, uncalibrated"),
+                           Line2D([], [], marker="o", ls="", color="C2", label="OScaR, calibrated"),
+                           Line2D([], [], marker="s", ls="", color="C1", label="upstream")], fontsize=8)
     ax.set_yscale("log")
     ax.set_xlabel("KV bits per element")
     ax.set_ylabel("mean KL divergence vs f16 cache")
