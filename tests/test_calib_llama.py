@@ -194,3 +194,14 @@ def test_llama_cpp_tools_take_the_calibration_flag(smollm2_calibrated, tmp_path)
     off = subprocess.run(cmd + ["--oscar-calib", "off"], capture_output=True, text=True, timeout=600)
     assert on.returncode == 0 and "calibration applied to K and V" in on.stderr, on.stderr[-2000:]
     assert off.returncode == 0 and "calibration is off" in off.stderr
+
+
+def test_variants_measure_both_ways():
+    from oscar_gguf.kvtypes import Variant, variants
+
+    v = variants(["q4_0", "oscar2"], [(1, 128)], "both")
+    assert v == {"q4_0": Variant("q4_0", None, None), "oscar2 s1w128": Variant("oscar2", 1, 128, False),
+                 "oscar2 s1w128 +cal": Variant("oscar2", 1, 128, True)}
+    assert variants(["oscar3"], None, "off") == {"oscar3": Variant("oscar3", None, None, False)}
+    with pytest.raises(ValueError, match="calib must be one of"):
+        variants(["oscar3"], None, "sometimes")
