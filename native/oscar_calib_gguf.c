@@ -27,6 +27,14 @@ static void say(msg * m, const char * fmt, ...) {
     m->used += n > 0 ? (size_t) n : 0;
 }
 
+// Starts the message over with a heading; what follows lists what is wrong after it.
+static void begin(msg * m, const char * fmt, const char * arg) {
+    m->used = 0;
+    m->s[0] = '\0';
+    say(m, fmt, arg);
+    m->opening = m->used;
+}
+
 static int64_t key_of(const struct gguf_context * g, const char * key, enum gguf_type type, msg * m) {
     const int64_t id = gguf_find_key(g, key);
     if (id < 0 || gguf_get_kv_type(g, id) != type) {
@@ -88,8 +96,7 @@ int oscar_calib_read(const struct gguf_context * g, const char * path, oscar_cal
         return -1;
     }
     int32_t n_layer, n_head_kv, dk, dv;
-    say(&m, "calibration metadata lacks or mistypes ");
-    m.opening = m.used;
+    begin(&m, "calibration metadata lacks or mistypes %s", "");
     const int64_t fid = key_of(g, "oscar.fingerprint", GGUF_TYPE_STRING, &m);
     int ok = fid >= 0;
     ok &= read_u32(g, "oscar.block_count", &m, &n_layer);
@@ -101,10 +108,7 @@ int oscar_calib_read(const struct gguf_context * g, const char * path, oscar_cal
     if (!ok) {
         return -1;
     }
-    m.used = 0;
-    err[0] = '\0';
-    say(&m, "calibration does not match the model %s (", path);
-    m.opening = m.used;
+    begin(&m, "calibration does not match the model %s (", path);
     const struct { const char * what; int32_t have, want; } dims[] = {
         { "layers", n_layer, shape->n_layer }, { "KV heads", n_head_kv, shape->n_head_kv },
         { "K head size", dk, shape->head_dim_k }, { "V head size", dv, shape->head_dim_v },
@@ -129,10 +133,7 @@ int oscar_calib_read(const struct gguf_context * g, const char * path, oscar_cal
         say(&m, ")");
         return -1;
     }
-    m.used = 0;
-    err[0] = '\0';
-    say(&m, "calibration metadata lacks, mistypes or mis-sizes ");
-    m.opening = m.used;
+    begin(&m, "calibration metadata lacks, mistypes or mis-sizes %s", "");
     const size_t nk = (size_t) n_layer * n_head_kv * dk, nv = (size_t) n_layer * n_head_kv * dv;
     ok = read_array(g, "oscar.k_mean", nk, k_mean, &m);
     ok &= read_array(g, "oscar.k_std", nk, k_std, &m);

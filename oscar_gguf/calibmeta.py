@@ -137,7 +137,7 @@ def check_matches(cal: Calibration, model: GGUFInfo, fingerprint: str | None = N
         ("layers", cal.n_layer, shape.n_layer), ("KV heads", cal.n_head_kv, shape.n_head_kv),
         ("K head size", cal.head_dim_k, shape.head_dim_k), ("V head size", cal.head_dim_v, shape.head_dim_v),
         ("K rotation", cal.rot_k, rot_k), ("V rotation", cal.rot_v, rot_v)) if have != want]
-    if not diffs:  # the hash reads every tensor: only worth it when the shapes agree
+    if not diffs:  # the fingerprint reads tensor data: only worth it when the shapes agree
         fp = fingerprint or model_fingerprint(model)
         if cal.fingerprint != fp:
             diffs.append(f"tensor fingerprint: calibration {cal.fingerprint[:19]}..., model {fp[:19]}...")

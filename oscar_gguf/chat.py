@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .ggufmeta import AttentionShape, attention_shape
+from .ggufmeta import AttentionShape, attention_shape, read_gguf
 from .kvtypes import KVType, kv_type
 from .models import DEFAULT_MODEL, resolve
 
@@ -65,14 +65,15 @@ class OscarModel:
         if ctx <= 0:
             raise ValueError(f"ctx must be positive, got {ctx}")
         self.path: Path = resolve(model)
-        self.shape = attention_shape(self.path)
+        info = read_gguf(self.path)  # one header walk for the shape and the calibration
+        self.shape = attention_shape(info)
         check_head_sizes(self.shape, k, v, str(model))
         tier_sinks, tier_window = resolve_tier(k, v, sinks, window)
         self.calibration = None
         if calib and (k.oscar_bits or v.oscar_bits):  # a mismatch is refused here, in words, not by a NULL context
             from .calibmeta import read_calibration
 
-            self.calibration = read_calibration(self.path)
+            self.calibration = read_calibration(info)
         with llamalog.capture(echo=verbose) as log:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),

@@ -4,7 +4,6 @@ uncalibrated on the default model, kept through a context shift and on the slidi
 in words when it does not fit the model."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,12 +13,12 @@ import pytest
 
 from oscar_gguf import _native as native
 from oscar_gguf import cli, llamalog, load
-from oscar_gguf.calibmeta import KEY_K_MEAN, PREFIX, CalibrationError, read_calibration
+from oscar_gguf.calibmeta import KEY_K_MEAN, CalibrationError, read_calibration
 from oscar_gguf.corpus import load_corpus
 from oscar_gguf.evaluate import log_softmax
-from oscar_gguf.ggufmeta import read_gguf
-from oscar_gguf.ggufwrite import write_with_metadata
 from oscar_gguf.kvtypes import kv_type
+
+from gguf_edits import with_calibration_fields, with_edited_weights
 
 N = 768
 
@@ -130,17 +129,6 @@ def test_sliding_window_model(tmp_path):
     assert kld(plain, cal, 1) < 0.01, kld(plain, cal, 1)
 
 
-def edited(src: Path, dst: Path) -> Path:
-    shutil.copy(src, dst)
-    info = read_gguf(dst)
-    with open(dst, "r+b") as f:  # one weight byte: another model as far as the calibration knows
-        f.seek(info.data_start + info.tensors[-1].offset)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 1]))
-    return dst
-
-
 def llama(path: Path, kv: str, calib: int) -> tuple[str, bool]:
     """llama-cpp-python straight (no oscar_gguf check first): llama.cpp's own refusal, and its log."""
     t = kv_type(kv).ggml_type
@@ -155,7 +143,7 @@ def llama(path: Path, kv: str, calib: int) -> tuple[str, bool]:
 
 
 def test_mismatch_is_refused_by_llama_cpp_and_by_python(smollm2_calibrated, tmp_path):
-    bad = edited(smollm2_calibrated, tmp_path / "edited.gguf")
+    bad = with_edited_weights(smollm2_calibrated, tmp_path / "edited.gguf")
     text, ok = llama(bad, "oscar3", 1)
     assert not ok and "calibration does not match the model" in text and "tensor fingerprint: calibration" in text
     assert "--oscar-calib off" in text
@@ -166,10 +154,8 @@ def test_mismatch_is_refused_by_llama_cpp_and_by_python(smollm2_calibrated, tmp_
 
 
 def test_broken_metadata_is_refused_by_llama_cpp(smollm2_path, smollm2_calibrated, tmp_path):
-    cal = read_calibration(smollm2_calibrated)
-    fields = [(k, v[:-1] if k == KEY_K_MEAN else v, t) for k, v, t in cal.fields()]
-    out = tmp_path / "short.gguf"
-    write_with_metadata(smollm2_path, out, fields, PREFIX, progress=False)
+    out = with_calibration_fields(smollm2_path, read_calibration(smollm2_calibrated), tmp_path / "short.gguf",
+                                  **{KEY_K_MEAN: lambda v: v[:-1]})
     text, ok = llama(out, "oscar2", 1)
     assert not ok and "oscar.k_mean (5760 float32 values)" in text
 

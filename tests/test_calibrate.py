@@ -7,7 +7,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from oscar_gguf.calibmeta import CalibrationError, check_matches, read_calibrati
 from oscar_gguf.calibrate import calibrate, calibration_text, collect
 from oscar_gguf.ggufmeta import read_gguf
 from oscar_gguf.ggufwrite import write_with_metadata
+
+from gguf_edits import with_calibration_fields, with_edited_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(tokens=1200, seq_len=512, progress=False)  # one decode per sequence: row 0 of each write is the sink
@@ -254,27 +255,17 @@ def test_calibration_of_another_model_is_refused(calibrated):
 
 
 def test_edited_weights_are_refused(calibrated, tmp_path):
-    out = tmp_path / "edited.gguf"
-    shutil.copy(calibrated[0], out)
-    info = read_gguf(out)
-    with open(out, "r+b") as f:  # flip one byte of the last tensor
-        f.seek(info.data_start + info.tensors[-1].offset)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 1]))
+    out = with_edited_weights(calibrated[0], tmp_path / "edited.gguf")
     with pytest.raises(CalibrationError, match="tensor fingerprint"):
         read_calibration(out)
 
 
 def test_broken_calibration_metadata_is_refused(smollm2_path, calibrated, tmp_path):
-    cal = calibrated[1]
-    fields = [(k, v[:-1] if k == calibmeta.KEY_K_MEAN else v, t) for k, v, t in cal.fields()]
-    out = tmp_path / "short.gguf"
-    write_with_metadata(smollm2_path, out, fields, calibmeta.PREFIX, progress=False)
+    cal, out = calibrated[1], tmp_path / "short.gguf"
+    with_calibration_fields(smollm2_path, cal, out, **{calibmeta.KEY_K_MEAN: lambda v: v[:-1]})
     with pytest.raises(CalibrationError, match="oscar.k_mean has 5759 values, expected 30 layers x 3 KV heads"):
         read_calibration(out)
-    fields = [(k, 99 if k == calibmeta.KEY_VERSION else v, t) for k, v, t in cal.fields()]
-    write_with_metadata(smollm2_path, out, fields, calibmeta.PREFIX, progress=False)
+    with_calibration_fields(smollm2_path, cal, out, **{calibmeta.KEY_VERSION: lambda v: 99})
     with pytest.raises(CalibrationError, match="format version 99"):
         read_calibration(out)
 
