@@ -130,7 +130,76 @@ int  oscar_fingerprint(const char * path, uint64_t data_start, const oscar_fp_te
 // 1/scale, -mean/scale, mean. scale is s floored at 1e-6 x the RMS of its head's s, and 1 with mean 0 for a head
 // whose s are all 0 or not finite. keep_mean 0 takes every mean as 0 (attention sinks, logit soft-capping).
 void oscar_calib_affine(const float * mean, const float * std, int64_t n, int64_t group, int keep_mean, float * out);
+
+// What an OScaR cache of llama.cpp gets (oscar_plan.c): pure decisions, made once per cache when llama.cpp creates
+// it (native/llama/llama-kv-oscar.cpp) and tested through cffi. Messages are one line for llama.cpp's error or log.
+
+// The f16 tier. Returns 0 for no tier (no OScaR type, or sinks = window = 0), 1 for a tier of sinks + window
+// slots per sequence, -1 when the options ask for a tier this cache cannot have: err says why and how to turn it off.
+typedef struct {
+    int32_t sinks, window;     // requested (llama_context_params.oscar_sinks, oscar_window)
+    int32_t oscar_k, oscar_v;  // K, V of an OScaR type
+    int32_t n_seq_max;
+    int32_t flash_attn;        // V rows untransposed (the tier is attended by flash attention only)
+    int32_t mla;               // K-only (MLA) cache
+    int32_t swa_type;          // llama_swa_type: 0 none, 1 standard, 2 chunked, 3 symmetric
+    int32_t shares_cells;      // the cells belong to another context's cache
+    int32_t wired;             // a cache kind whose attention calls the tier's hooks
+} oscar_tier_layout;
+int oscar_tier_plan(const oscar_tier_layout * l, char * err, size_t err_len);
+
+// The calibration: which of K and V a cache stores standardized. Returns 1 with out set when it applies the model's
+// calibration, 0 when not (err: a notice why, "" for a cache without an OScaR type), -1 when it must refuse
+// (the calibration was measured after other rotations): err says why.
+typedef struct {
+    int32_t oscar_k, oscar_v;        // K, V of an OScaR type
+    int32_t enabled;                 // llama_context_params.oscar_calib
+    int32_t present;                 // the model has a calibration that fits it
+    int32_t rot_k, rot_v;            // this cache's Hadamard sizes (0: none)
+    int32_t cal_rot_k, cal_rot_v;    // the calibration's
+    int32_t mla;                     // K-only (MLA) cache
+    int32_t partial_rope;            // a layer ropes only part of its K head (the K-shift undoes whole heads)
+} oscar_calib_layout;
+typedef struct { int32_t k, v; } oscar_calib_use;
+int oscar_calib_plan(const oscar_calib_layout * l, oscar_calib_use * out, char * err, size_t err_len);
+// Whether a layer's transform keeps the mean (exact only while every score of a query shifts alike and the weights
+// sum to 1): learned attention sinks drop both means, logit soft-capping the K mean.
+int oscar_calib_keep_mean(int is_k, int attn_sinks, int soft_cap);
+
+// What a saved cache state was made with (the first bytes of each cache's state). oscar_state_check: 0 when a
+// state saved with `saved` can be read into a cache made with `cur`, else -1 with err naming every difference.
+#define OSCAR_STATE_MAGIC 0x4b43534f  // "OSCK"
+#define OSCAR_STATE_VERSION 1
+typedef struct {
+    uint32_t magic, version;
+    int32_t  type_k, type_v;      // ggml types
+    int32_t  sinks, window;       // the f16 tier (0, 0: none)
+    int32_t  calib_k, calib_v;    // stored standardized
+    uint64_t calib_hash;          // of the planes applied (0: none)
+} oscar_state_hdr;
+int oscar_state_check(const oscar_state_hdr * saved, const oscar_state_hdr * cur, char * err, size_t err_len);
+// FNV-1a 64 of n bytes, continuing from h (start with OSCAR_FNV_SEED, defined below).
+uint64_t oscar_fnv1a(uint64_t h, const void * data, size_t n);
+
+// The tier slots a state of sequence seq (-1: every sequence) holds, in slot order: writes them to out (room for
+// every slot), returns how many.
+int32_t oscar_tier_state_slots(const oscar_tier * t, int32_t seq, int32_t * out);
+
+// Checks a calibration's statistics (n_layer * n_head * dim of each, channel fastest) before they become planes.
+// Every value finite; a head's std all > 0, their RMS r within [OSCAR_CALIB_RMS_MIN, OSCAR_CALIB_RMS_MAX], each std
+// within [r / OSCAR_CALIB_SPREAD, r * OSCAR_CALIB_SPREAD] and each |mean| <= OSCAR_CALIB_MEAN_MAX * r (the bounds
+// and the spread of real calibrations they were set from: docs/calibration.md). Returns 0, or -1 with err naming the
+// key, the index and what is wrong. oscar_calib_bounds: the four bounds, in that order.
+void oscar_calib_bounds(double * out);
+int oscar_calib_check(const float * mean, const float * std, int32_t n_layer, int32_t n_head, int32_t dim,
+                      const char * mean_key, const char * std_key, char * err, size_t err_len);
 /* cffi-end */
+
+#define OSCAR_FNV_SEED 0xcbf29ce484222325ull
+#define OSCAR_CALIB_RMS_MIN 1e-6
+#define OSCAR_CALIB_RMS_MAX 1e4
+#define OSCAR_CALIB_SPREAD 64.0
+#define OSCAR_CALIB_MEAN_MAX 256.0
 
 // A model's calibration as llama.cpp reads it (oscar_calib_gguf.c, compiled into libllama only: it reads through
 // ggml's gguf API). The caller gives the model's shape and arrays of n_layer*n_head_kv*head_dim floats; returns 0

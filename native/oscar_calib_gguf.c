@@ -142,6 +142,12 @@ int oscar_calib_read(const struct gguf_context * g, const char * path, oscar_cal
     if (!ok) {
         return -1;
     }
+    char why[384];
+    if (oscar_calib_check(k_mean, k_std, n_layer, n_head_kv, dk, "oscar.k_mean", "oscar.k_std", why, sizeof(why)) ||
+        oscar_calib_check(v_mean, v_std, n_layer, n_head_kv, dv, "oscar.v_mean", "oscar.v_std", why, sizeof(why))) {
+        begin(&m, "calibration values are unusable: %s", why);
+        return -1;
+    }
     err[0] = '\0';
     return 1;
 }

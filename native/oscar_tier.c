@@ -168,3 +168,12 @@ void oscar_tier_mask_main(const oscar_tier * prev, int32_t nq, const int32_t * q
     }
     free(held);
 }
+
+int32_t oscar_tier_state_slots(const oscar_tier * t, int32_t seq, int32_t * out) {
+    const int32_t per_seq = t->sinks + t->window;
+    int32_t n = 0;
+    for (int32_t s = 0; s < t->n_seq * per_seq; s++) {
+        if (t->pos[s] >= 0 && (seq < 0 || s / per_seq == seq)) out[n++] = s;
+    }
+    return n;
+}

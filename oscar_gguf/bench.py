@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kvtypes import kv_type, variants
+from .kvtypes import effective_bits, kv_type, variants
 
 ATTN_KV = 131072  # the perf cases: D 128, 8 KV heads, GQA 4 (a Llama-3.1-8B layer), this many cached tokens
 COPY_CASE = r"ne_src=\[8192,8192,8,1\]"  # the perf case of a 1 GiB f16 copy (test-backend-ops -p is a regex)
@@ -139,7 +139,7 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
                 if prefill and not prefill_rates[t]:
                     prefill_runs(tm, t)
                     bar.update(1)
-                info[t] = _cache_info(m, plan[t].kv)
+                info[t] = _cache_info(m, plan[t].kv, depths)
                 m.close()
         else:
             models = {t: first if t == types[0] else load(t) for t in types}
@@ -157,7 +157,7 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
                     prefill_runs(timers[t], t)
                     bar.update(1)
             for t, m in models.items():
-                info[t] = _cache_info(m, plan[t].kv)
+                info[t] = _cache_info(m, plan[t].kv, depths)
                 m.close()
     results = {}
     for t in types:
@@ -179,19 +179,21 @@ def run(model: str, kv_types: list[str], depths: list[int], n_decode: int = 32, 
     return report
 
 
-def _cache_info(m, t: str) -> dict:
-    caches = m.log.kv_caches()
+def _cache_info(m, t: str, depths: list[int]) -> dict:
+    caches = m.cache.caches
     exp_k = exp_v = 0
     for c in caches:
-        ek, ev = expected_kv_bytes(m.shape, c["cells"], c["layers"], t)
+        ek, ev = expected_kv_bytes(m.shape, c.cells, c.layers, t)
         exp_k, exp_v = exp_k + ek, exp_v + ev
-    layers = sum(c["layers"] for c in caches)
+    layers = sum(c.layers for c in caches)
     at_k, at_v = expected_kv_bytes(m.shape, ATTN_KV, layers, t)
-    return {"kv_cells": sum(c["cells"] for c in caches), "layers": layers,
+    eff = {str(d): effective_bits(m.cache.type_k, m.cache.type_v, m.shape.head_dim_k, m.shape.head_dim_v, d,
+                                  m.cache.tier_sinks, m.cache.tier_window) for d in depths if d > 0}
+    return {"kv_cells": sum(c.cells for c in caches), "layers": layers,
             "tier_sinks": m.cache.tier_sinks, "tier_window": m.cache.tier_window, "tier_mib": m.cache.tier_mib,
-            "k_mib_reported": sum(c["k_mib"] for c in caches), "v_mib_reported": sum(c["v_mib"] for c in caches),
+            "k_mib_reported": sum(c.k_mib for c in caches), "v_mib_reported": sum(c.v_mib for c in caches),
             "k_mib_expected": exp_k / 2 ** 20, "v_mib_expected": exp_v / 2 ** 20,
-            "kv_mib_at_128k": (at_k + at_v) / 2 ** 20}
+            "kv_mib_at_128k": (at_k + at_v) / 2 ** 20, "effective_bits": eff}
 
 
 def attention_perf(types: list[str]) -> dict:
@@ -227,18 +229,22 @@ def markdown(report: dict) -> str:
     depths = report["depths"]
     res = report["results"]
     pre = report.get("prefill")
+    deepest = str(max(depths))
     lines = [f"Model `{report['model_file']}`, {report['machine']}, batch 1 decode, median of {report['repeats']} "
              f"runs of {report['n_decode']} tokens; KV cache of {report['ctx']} tokens"
-             + (f", all layers on the GPU" if report.get("gpu_layers") else "") + ".", "",
-             "| KV type | bits/element | " + " | ".join(f"tok/s @ {d}" for d in depths)
+             + (f", all layers on the GPU" if report.get("gpu_layers") else "") + ". Effective bits: the main "
+             f"cache plus the f16 tier's rows at depth {deepest} (DESIGN.md section 5).", "",
+             f"| KV type | bits/element | effective bits @ {deepest} | " + " | ".join(f"tok/s @ {d}" for d in depths)
              + (f" | prefill {pre['tokens']} @ {pre['depth']} tok/s" if pre else "")
              + " | K MiB (llama.cpp) | K MiB (bits × elements) | V MiB (llama.cpp) | V MiB (bits × elements) |"
              + " KV MiB @ 128K | f16 tier MiB |",
-             "|---|---|" + "---|" * len(depths) + ("---|" if pre else "") + "---|---|---|---|---|---|"]
+             "|---|---|---|" + "---|" * len(depths) + ("---|" if pre else "") + "---|---|---|---|---|---|"]
     for t, r in res.items():
         speeds = " | ".join(f"{r['decode_tok_s'][str(d)]:.1f}" for d in depths)
         p = f" {r['prefill_tok_s']:.0f} |" if pre else ""
-        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {speeds} |{p} {r['k_mib_reported']:.2f} | "
+        eff = r.get("effective_bits", {}).get(deepest)
+        eff = f"{eff:.2f}" if eff is not None else "-"
+        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {eff} | {speeds} |{p} {r['k_mib_reported']:.2f} | "
                      f"{r['k_mib_expected']:.2f} | {r['v_mib_reported']:.2f} | {r['v_mib_expected']:.2f} | "
                      f"{r.get('kv_mib_at_128k', float('nan')):.0f} | {r.get('tier_mib', 0.0):.2f} |")
     no_tier = [t for t in res if t.endswith(" s0w0")]  # each OScaR type against itself without the f16 tier

@@ -36,10 +36,9 @@ class TapError(RuntimeError):
 
 
 def _ggml_base() -> ctypes.CDLL:
-    """The libggml-base that llama_cpp loaded (same directory as its libllama, LLAMA_CPP_LIB_PATH honoured)."""
-    import llama_cpp.llama_cpp as lc
+    from .llamalog import ggml_base
 
-    lib = ctypes.CDLL(str(Path(lc._lib._name).parent / "libggml-base.so"))
+    lib = ggml_base()
     lib.ggml_op_name.restype = ctypes.c_char_p
     lib.ggml_op_name.argtypes = [ctypes.c_int]
     lib.ggml_get_name.restype = ctypes.c_void_p

@@ -106,16 +106,44 @@ def has_calibration(info: GGUFInfo) -> bool:
     return KEY_VERSION in info.metadata
 
 
+# GGUF value types of the keys (ggufmeta's (type, array element type)): 4 uint32, 8 string, 10 uint64, 9 array
+# of 6 float32
+_GGUF_TYPE_NAMES = {4: "uint32", 8: "string", 10: "uint64", 6: "float32"}
+KEY_TYPES = {KEY_VERSION: (4, None), KEY_TEXT: (8, None), KEY_TEXT_SHA256: (8, None), KEY_TOKENS: (10, None),
+             KEY_SEQ_LEN: (4, None), KEY_FINGERPRINT: (8, None), KEY_LAYERS: (4, None), KEY_HEADS_KV: (4, None),
+             KEY_DIM_K: (4, None), KEY_DIM_V: (4, None), KEY_ROT_K: (4, None), KEY_ROT_V: (4, None),
+             **{k: (9, 6) for k in STAT_KEYS}}
+
+
+def _type_name(t: tuple[int, int | None]) -> str:
+    return f"array of {_GGUF_TYPE_NAMES.get(t[1], f'type {t[1]}')}" if t[0] == 9 else _GGUF_TYPE_NAMES.get(t[0], f"type {t[0]}")
+
+
+def check_values(mean: np.ndarray, std: np.ndarray, mean_key: str, std_key: str) -> None:
+    """native/oscar_calib.c's check of statistics before they become planes, the one llama.cpp runs at load."""
+    ffi, lib = native.lib()
+    n_layer, n_head, dim = std.shape
+    m, s = np.ascontiguousarray(mean, np.float32), np.ascontiguousarray(std, np.float32)
+    err = ffi.new("char[]", 512)
+    if lib.oscar_calib_check(ffi.from_buffer("float[]", m), ffi.from_buffer("float[]", s), n_layer, n_head, dim,
+                             mean_key.encode(), std_key.encode(), err, 512) != 0:
+        raise CalibrationError(ffi.string(err).decode())
+
+
 def _decode(info: GGUFInfo) -> Calibration:
     meta = info.metadata
+    wrong = [f"{k} is {_type_name(info.types[k])}, not {_type_name(t)}" for k, t in KEY_TYPES.items()
+             if k in info.types and info.types[k] != t]
+    if KEY_VERSION in info.types and info.types[KEY_VERSION] != KEY_TYPES[KEY_VERSION]:
+        raise CalibrationError(f"{info.path}: calibration metadata mistypes {wrong[0]}")
     version = meta.get(KEY_VERSION)
     if version != FORMAT_VERSION:
         raise CalibrationError(f"{info.path}: calibration format version {version}, this oscar-gguf reads "
                                f"version {FORMAT_VERSION}; calibrate the model again")
-    missing = [k for k in (KEY_TEXT, KEY_TEXT_SHA256, KEY_TOKENS, KEY_SEQ_LEN, KEY_FINGERPRINT, KEY_LAYERS,
-                           KEY_HEADS_KV, KEY_DIM_K, KEY_DIM_V, KEY_ROT_K, KEY_ROT_V, *STAT_KEYS) if meta.get(k) is None]
-    if missing:
-        raise CalibrationError(f"{info.path}: calibration metadata lacks {', '.join(missing)}")
+    missing = [k for k in KEY_TYPES if k not in info.types]
+    if missing or wrong:
+        raise CalibrationError(f"{info.path}: calibration metadata " + "; ".join(
+            ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"mistypes {', '.join(wrong)}"] if wrong else [])))
     n_layer, n_head_kv, dk, dv = (int(meta[k]) for k in (KEY_LAYERS, KEY_HEADS_KV, KEY_DIM_K, KEY_DIM_V))
     arrays = {}
     for key, d in zip(STAT_KEYS, (dk, dk, dv, dv)):
@@ -124,6 +152,11 @@ def _decode(info: GGUFInfo) -> Calibration:
             raise CalibrationError(f"{info.path}: {key} has {a.size} values, expected {n_layer} layers x "
                                    f"{n_head_kv} KV heads x {d} channels = {n_layer * n_head_kv * d}")
         arrays[key] = a.reshape(n_layer, n_head_kv, d)
+    try:
+        check_values(arrays[KEY_K_MEAN], arrays[KEY_K_STD], KEY_K_MEAN, KEY_K_STD)
+        check_values(arrays[KEY_V_MEAN], arrays[KEY_V_STD], KEY_V_MEAN, KEY_V_STD)
+    except CalibrationError as e:
+        raise CalibrationError(f"{info.path}: calibration values are unusable: {e}") from None
     return Calibration(str(meta[KEY_TEXT]), str(meta[KEY_TEXT_SHA256]), int(meta[KEY_TOKENS]), int(meta[KEY_SEQ_LEN]),
                        str(meta[KEY_FINGERPRINT]), n_layer, n_head_kv, dk, dv, int(meta[KEY_ROT_K]),
                        int(meta[KEY_ROT_V]), *(arrays[k] for k in STAT_KEYS))

@@ -92,7 +92,9 @@ class Accumulator:
         mean = self.sum[kind] / n
         var = np.maximum(self.sumsq[kind] / n - mean * mean, 0.0)
         shape = (self.shape.n_layer, self.shape.n_head_kv, -1)
-        return mean.reshape(shape).astype(np.float32), np.sqrt(var).reshape(shape).astype(np.float32)
+        std = np.sqrt(var).reshape(shape)
+        std[(std == 0).all(axis=-1)] = 1.0  # a head whose rows never vary: stored as row - mean = 0, exactly
+        return mean.reshape(shape).astype(np.float32), std.astype(np.float32)
 
 
 def _check_uniform_heads(info, shape: AttentionShape) -> None:
@@ -118,7 +120,7 @@ def collect(model: str | os.PathLike, text: CalibText, tokens: int = DEFAULT_TOK
 
     if seq_len < 2 or tokens < 1:
         raise ValueError(f"need seq_len >= 2 and tokens >= 1, got {seq_len} and {tokens}")
-    path = resolve(model)
+    path = resolve(model, calibrated=False)
     info = read_gguf(path)
     shape = attention_shape(info)
     _check_uniform_heads(info, shape)
@@ -177,12 +179,17 @@ def measure(model: str | os.PathLike, text: str | os.PathLike | None = None, tok
     """The calibration of `model` (registry name or GGUF path) on `text` (a file; default the calibration corpus)."""
     from .models import resolve
 
-    path = resolve(model)
+    path = resolve(model, calibrated=False)
     info = read_gguf(path)
     ct = calibration_text(text)
     acc = collect(path, ct, tokens, seq_len, threads, progress)
     shape = acc.shape
     (k_mean, k_std), (v_mean, v_std) = acc.mean_std("k"), acc.mean_std("v")
+    try:  # what llama.cpp would refuse at load is refused here, before anything is written
+        calibmeta.check_values(k_mean, k_std, calibmeta.KEY_K_MEAN, calibmeta.KEY_K_STD)
+        calibmeta.check_values(v_mean, v_std, calibmeta.KEY_V_MEAN, calibmeta.KEY_V_STD)
+    except calibmeta.CalibrationError as e:
+        raise GGUFError(f"{path.name}: the measured statistics cannot be used: {e}") from None
     return Calibration(ct.name, ct.sha256, int(acc.count["k"][0]), seq_len, calibmeta.model_fingerprint(info),
                        shape.n_layer, shape.n_head_kv, shape.head_dim_k, shape.head_dim_v, acc.rot["k"], acc.rot["v"],
                        k_mean, k_std, v_mean, v_std)
@@ -207,7 +214,7 @@ def calibrate(model: str | os.PathLike, out: str | os.PathLike, text: str | os.P
     from .ggufwrite import check_output, write_with_metadata
     from .models import resolve
 
-    src, dst = resolve(model), Path(out)
+    src, dst = resolve(model, calibrated=False), Path(out)
     check_output(src, dst)  # before minutes of measuring
     t0 = time.time()
     cal = measure(src, text, tokens, seq_len, threads, progress)

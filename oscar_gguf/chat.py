@@ -2,43 +2,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .cacheinfo import CacheInfo
 from .ggufmeta import AttentionShape, attention_shape, read_gguf
 from .kvtypes import KVType, kv_type
 from .models import DEFAULT_MODEL, resolve
-
-
-# The f16 tier of protected tokens (docs/tier.md): the first SINKS and the newest WINDOW tokens of each sequence
-# are attended in f16 next to the OScaR cache. Measured on SmolLM2 (docs/eval-tier-smollm2-ctx2048.md).
-DEFAULT_SINKS, DEFAULT_WINDOW = 1, 128
-
-
-@dataclass(frozen=True)
-class CacheInfo:
-    """What llama.cpp reported when it made the KV cache."""
-    type_k: str
-    type_v: str
-    k_mib: float
-    v_mib: float
-    attn_rot_k: int | None
-    attn_rot_v: int | None
-    tier_sinks: int = 0
-    tier_window: int = 0
-    tier_mib: float = 0.0
-    calibrated: bool = False  # llama.cpp applied the model's calibration (docs/calibration.md)
-
-
-def resolve_tier(k: KVType, v: KVType, sinks: int | None, window: int | None) -> tuple[int, int]:
-    """(sinks, window) of the f16 tier: only OScaR caches have one, on by default (CPU and CUDA)."""
-    for name, n in (("sinks", sinks), ("window", window)):
-        if n is not None and (not isinstance(n, int) or n < 0):
-            raise ValueError(f"tier {name} must be a non-negative integer, got {n!r}")
-    if not (k.oscar_bits or v.oscar_bits):
-        return 0, 0
-    return DEFAULT_SINKS if sinks is None else sinks, DEFAULT_WINDOW if window is None else window
 
 
 def check_head_sizes(shape: AttentionShape, k: KVType, v: KVType, model: str) -> None:
@@ -54,7 +24,7 @@ class OscarModel:
 
     def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096,
                  kv_k: str | None = None, kv_v: str | None = None, n_gpu_layers: int = 0,
-                 sinks: int | None = None, window: int | None = None, calib: bool = True,
+                 sinks: int | None = None, window: int | None = None, calib: bool | None = None,
                  n_threads: int | None = None, n_batch: int = 512, logits_all: bool = False,
                  seed: int = 0, verbose: bool = False, **llama_kwargs: Any):
         import llama_cpp
@@ -64,25 +34,26 @@ class OscarModel:
         k, v = kv_type(kv_k or kv), kv_type(kv_v or kv)
         if ctx <= 0:
             raise ValueError(f"ctx must be positive, got {ctx}")
+        for name, n in (("sinks", sinks), ("window", window)):
+            if n is not None and (not isinstance(n, int) or n < 0):
+                raise ValueError(f"tier {name} must be a non-negative integer, got {n!r}")
         self.path: Path = resolve(model)
         info = read_gguf(self.path)  # one header walk for the shape and the calibration
         self.shape = attention_shape(info)
         check_head_sizes(self.shape, k, v, str(model))
-        tier_sinks, tier_window = resolve_tier(k, v, sinks, window)
         self.calibration = None
-        if calib and (k.oscar_bits or v.oscar_bits):  # a mismatch is refused here, in words, not by a NULL context
+        calib_on = llama_cpp.llama_context_default_params().oscar_calib if calib is None else calib
+        if calib_on and (k.oscar_bits or v.oscar_bits):  # a mismatch is refused here, in words, not by a NULL context
             from .calibmeta import read_calibration
 
             self.calibration = read_calibration(info)
-        with llamalog.capture(echo=verbose) as log:
+        with llamalog.capture(echo=verbose) as log:  # tier and calibration: llama.cpp's defaults unless given
             self.llm = llama_cpp.Llama(
                 model_path=str(self.path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),
                 type_k=k.ggml_type, type_v=v.ggml_type, flash_attn=True, n_gpu_layers=n_gpu_layers,
                 n_threads=n_threads, logits_all=logits_all, seed=seed, verbose=verbose,
-                oscar_sinks=tier_sinks, oscar_window=tier_window, oscar_calib=calib, **llama_kwargs)
-        sizes, tier = log.kv_sizes_mib(), log.tier()
-        self.cache = CacheInfo(k.name, v.name, sizes["k"], sizes["v"], log.flag("attn_rot_k"), log.flag("attn_rot_v"),
-                               *tier, calibrated="oscar-gguf: calibration applied" in log.text)
+                oscar_sinks=sinks, oscar_window=window, oscar_calib=calib, **llama_kwargs)
+        self.cache = CacheInfo.of(self.llm)
         self.log = log
 
     def chat(self, messages: list[dict[str, str]], stream: bool = False, **sampling: Any) -> dict | Iterator[dict]:
@@ -100,7 +71,7 @@ class OscarModel:
 
 
 def load(model: str | os.PathLike = DEFAULT_MODEL, kv: str = "oscar2", ctx: int = 4096, **kwargs: Any) -> OscarModel:
-    """Load `model` (registry name or GGUF path) with KV cache type `kv` (or `kv_k`/`kv_v`) and `ctx` tokens.
-    `sinks`/`window` size the f16 tier of an OScaR cache (default 1 and 128; 0, 0 turns it off); `calib=False`
-    leaves the model's calibration (oscar-gguf calibrate) unapplied."""
+    """Load `model` (registry name, calibrated on first use, or GGUF path) with KV cache type `kv` (or `kv_k`/`kv_v`)
+    and `ctx` tokens. `sinks`/`window` size the f16 tier of an OScaR cache and `calib=False` leaves the model's
+    calibration unapplied; unset, they are llama.cpp's defaults (1 sink, 128 window, calibration on)."""
     return OscarModel(model, kv=kv, ctx=ctx, **kwargs)

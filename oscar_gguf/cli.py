@@ -53,7 +53,7 @@ def cmd_chat(a) -> int:
     from .chat import load
 
     m = load(a.model, kv=a.kv, ctx=a.ctx, kv_k=a.kv_k, kv_v=a.kv_v, n_gpu_layers=a.gpu_layers, verbose=a.verbose,
-             sinks=a.sinks, window=a.window, calib=a.calib == "on")
+             sinks=a.sinks, window=a.window, calib=None if a.calib is None else a.calib == "on")
     tier = f", f16 tier {m.cache.tier_sinks}+{m.cache.tier_window} tokens" if m.cache.tier_mib else ""
     print(f"[{m.path.name}: KV cache K={m.cache.type_k} V={m.cache.type_v}, "
           f"{m.cache.k_mib + m.cache.v_mib + m.cache.tier_mib:.2f} MiB for {a.ctx} tokens{tier}{_calib_note(m)}]",
@@ -160,9 +160,10 @@ def parser() -> argparse.ArgumentParser:
 
     def tier(p):
         p.add_argument("--sinks", type=int, default=None,
-                       help="OScaR caches: first tokens kept in the f16 tier (default 1; 0 with --window 0: off)")
+                       help="OScaR caches: first tokens kept in the f16 tier (default: llama.cpp's, 1; 0 with "
+                            "--window 0: off)")
         p.add_argument("--window", type=int, default=None,
-                       help="OScaR caches: newest tokens kept in the f16 tier (default 128)")
+                       help="OScaR caches: newest tokens kept in the f16 tier (default: llama.cpp's, 128)")
 
     p = sub.add_parser("chat", help="chat with a model (interactive, or one-shot with --prompt)")
     common(p, "oscar2")
@@ -175,8 +176,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="system message")
     p.add_argument("--prompt", default=None, help="one-shot: answer this and exit")
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's log")
-    p.add_argument("--calib", choices=("on", "off"), default="on",
-                   help="OScaR caches: apply the model's calibration when it has one (default on)")
+    p.add_argument("--calib", choices=("on", "off"), default=None,
+                   help="OScaR caches: apply the model's calibration when it has one (default: llama.cpp's, on)")
     tier(p)
     p.set_defaults(fn=cmd_chat)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kvtypes import Variant, kv_type, variants
+from .kvtypes import Variant, effective_bits, kv_type, variants
 
 
 @dataclass
@@ -94,6 +94,7 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
     stats = {t: Stats() for t in types}
     stats_all = {t: Stats() for t in types}
     caches = {"f16": asdict(ref_model.cache)}
+    shape = ref_model.shape
     first = ctx // 2
     t0 = time.time()
     bar = tqdm(total=n_chunks * len(types), desc=f"chunks of {ctx} tokens x types", file=sys.stderr)
@@ -131,8 +132,11 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
         "model": str(model), "model_file": ref_model.path.name, "ctx": ctx, "chunks": done,
         "scored_tokens_per_type": len(stats["f16"].kld), "seconds": round(time.time() - t0, 1),
         "corpus": {"package": corpus.package, "version": corpus.version, "documents": corpus.documents},
-        "results": {t: {"bits_per_element": kv_type(plan[t].kv).bits_per_element, **stats[t].summary(),
-                        "kld_all_positions": stats_all[t].summary()["kld"], "cache": caches[t]}
+        "results": {t: {"bits_per_element": kv_type(plan[t].kv).bits_per_element,
+                        "effective_bits": effective_bits(caches[t]["type_k"], caches[t]["type_v"], shape.head_dim_k,
+                                                         shape.head_dim_v, ctx, caches[t]["tier_sinks"],
+                                                         caches[t]["tier_window"]),
+                        **stats[t].summary(), "kld_all_positions": stats_all[t].summary()["kld"], "cache": caches[t]}
                     for t in types},
     }
 
@@ -146,16 +150,19 @@ def markdown(report: dict) -> str:
              "The CI is over tokens (1.96 standard errors of the per-token KLD).", "",
              "KLD and top-1 are over the second half of each chunk; 'all' is the KLD over every position. "
              "Tier: the f16 sinks/window of an OScaR cache and its size. Calibrated: llama.cpp applied the model's "
-             "calibration (docs/calibration.md).", "",
-             "| KV type | bits/element | tier | calibrated | mean KLD vs f16 | 95 % CI | KLD / q4_0 | KLD, all | PPL | top-1 agreement |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"calibration (docs/calibration.md). Effective bits: the main cache plus the f16 tier's rows at context "
+             f"{report['ctx']} (DESIGN.md section 5).", "",
+             f"| KV type | bits/element | effective bits @ {report['ctx']} | tier | calibrated | mean KLD vs f16 | 95 % CI | "
+             "KLD / q4_0 | KLD, all | PPL | top-1 agreement |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t, r in res.items():
         ratio = f"{r['kld'] / q4:.2f}" if q4 and t != "f16" else "-"
         c = r.get("cache", {})
         tier = f"{c['tier_sinks']}/{c['tier_window']} ({c['tier_mib']:.2f} MiB)" if c.get("tier_mib") else "-"
         kld_all = f"{r['kld_all_positions']:.5f}" if "kld_all_positions" in r else "-"
         cal = "yes" if c.get("calibrated") else "-"
-        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {tier} | {cal} | {r['kld']:.5f} | ±{r['kld_ci95']:.5f} | {ratio} | "
+        eff = f"{r['effective_bits']:.2f}" if "effective_bits" in r else "-"
+        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {eff} | {tier} | {cal} | {r['kld']:.5f} | ±{r['kld_ci95']:.5f} | {ratio} | "
                      f"{kld_all} | {r['ppl']:.3f} | {100 * r['top1']:.2f} % |")
     if "command" in report:
         lines += ["", f"Command: `{report['command']}`"]
@@ -170,17 +177,18 @@ def plot(report: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     res = report["results"]
+    bits = "effective_bits" if all("effective_bits" in r for r in res.values()) else "bits_per_element"
     for t, r in res.items():
         if t == "f16":
             continue
         cal = t.endswith(" +cal")  # drawn in its own colour, joined to its uncalibrated twin, not labelled again
-        ax.errorbar(r["bits_per_element"], r["kld"], yerr=r["kld_ci95"], fmt="o" if t.startswith("oscar") else "s",
+        ax.errorbar(r[bits], r["kld"], yerr=r["kld_ci95"], fmt="o" if t.startswith("oscar") else "s",
                     color="C2" if cal else "C0" if t.startswith("oscar") else "C1")
         twin = res.get(t.removesuffix(" +cal")) if cal else None
         if twin:
-            ax.plot([twin["bits_per_element"]] * 2, [twin["kld"], r["kld"]], color="C2", lw=1, alpha=0.6)
+            ax.plot([twin[bits]] * 2, [twin["kld"], r["kld"]], color="C2", lw=1, alpha=0.6)
         else:
-            ax.annotate(t, (r["bits_per_element"], r["kld"]), textcoords="offset points", xytext=(6, 4))
+            ax.annotate(t, (r[bits], r["kld"]), textcoords="offset points", xytext=(6, 4))
     if any(t.endswith(" +cal") for t in res):
         from matplotlib.lines import Line2D
 
@@ -188,7 +196,8 @@ def plot(report: dict, path: Path) -> None:
                            Line2D([], [], marker="o", ls="", color="C2", label="OScaR, calibrated"),
                            Line2D([], [], marker="s", ls="", color="C1", label="upstream")], fontsize=8)
     ax.set_yscale("log")
-    ax.set_xlabel("KV bits per element")
+    tier_note = f" at context {report['ctx']}, f16 tier included" if bits == "effective_bits" else ""
+    ax.set_xlabel("KV bits per element" + tier_note)
     ax.set_ylabel("mean KL divergence vs f16 cache")
     ax.set_title(f"{report['model_file']}, ctx {report['ctx']}")
     ax.grid(True, which="both", alpha=0.3)

@@ -62,6 +62,7 @@ class GGUFInfo:
     metadata: dict[str, Any] = field(default_factory=dict)  # string arrays map to None
     data_start: int = 0            # file offset of the tensor data
     tensors: list[TensorEntry] = field(default_factory=list)  # in file order
+    types: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # key -> (GGUF type, array element type)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
@@ -116,9 +117,17 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
                 raise GGUFError(f"unsupported GGUF version {version}: {p}")
             n_tensors, n_kv = w.unpack("Q"), w.unpack("Q")
             meta: dict[str, Any] = {}
+            types: dict[str, tuple[int, int | None]] = {}
             for _ in range(n_kv):
                 key = w.string()
-                meta[key] = w.value(w.unpack("I"))
+                t = w.unpack("I")
+                if t == 9:  # arrays: the element type is the next word, which value() reads again
+                    pos = f.tell()
+                    types[key] = (t, w.unpack("I"))
+                    f.seek(pos)
+                else:
+                    types[key] = (t, None)
+                meta[key] = w.value(t)
             end = 0
             tensors = []
             for _ in range(n_tensors):
@@ -131,19 +140,32 @@ def read_gguf(path: str | os.PathLike) -> GGUFInfo:
                 tensors.append(TensorEntry(name, dims, gtype, offset))
                 blk, nbytes = _GGML_SIZES.get(gtype, (1, 0))
                 end = max(end, offset + n // blk * nbytes)
-            alignment = int(meta.get("general.alignment") or 32)
+            alignment = meta.get("general.alignment", 32)
+            if types.get("general.alignment", (4, None))[0] != 4 or alignment <= 0 or alignment & (alignment - 1):
+                raise GGUFError(f"general.alignment must be a uint32 power of two, got {alignment!r}: {p}")
             data_start = -(-f.tell() // alignment) * alignment
         except GGUFError:
             raise
         except (EOFError, struct.error, ValueError, TypeError):
             raise GGUFError(f"truncated or corrupt GGUF file ({size} bytes): {p}") from None
-    return GGUFInfo(p, version, size, data_start + end, meta, data_start, tensors)
+    return GGUFInfo(p, version, size, data_start + end, meta, data_start, tensors, types)
+
+
+# ggml's TENSOR_ALIGNMENT: llama.cpp maps the file and aborts (an assert in ggml_backend_cpu_buffer_from_ptr) when
+# the tensor data it maps does not start on this boundary
+TENSOR_ALIGNMENT = 32
 
 
 def check_complete(info: GGUFInfo) -> None:
+    """The tensor data is all there and where llama.cpp can map it."""
     if info.data_end > info.size:
         raise GGUFError(f"truncated GGUF file: tensor data needs {info.data_end} bytes, "
                         f"file has {info.size}: {info.path}")
+    for t in info.tensors:
+        if (info.data_start + t.offset) % TENSOR_ALIGNMENT:
+            raise GGUFError(f"tensor {t.name} starts at file offset {info.data_start + t.offset}, not a multiple of "
+                            f"{TENSOR_ALIGNMENT} (general.alignment {info.get('general.alignment', 32)}): llama.cpp "
+                            f"cannot map it; {info.path}")
 
 
 @dataclass(frozen=True)

