@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up oscar-gguf on a fresh Linux machine: optional system packages, .venv, the patched llama.cpp
-# (llama-cpp-python 0.3.36 + patches/, compiled with native/), and the oscar_gguf package.
+# (a llama-cpp-python 0.3.36 wheel built from its sdist + patches/ with native/, and the llama.cpp tools linked into
+# .venv/bin), and the oscar_gguf package.
 # Re-running with nothing changed rebuilds nothing. OSCAR_CUDA=1 builds the CUDA backend too.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -26,7 +27,7 @@ fi
 py=.venv/bin/python
 
 # The oscar_gguf package (and liboscar through scikit-build-core), reinstalled only when its sources change.
-pkg_key=$(cat pyproject.toml CMakeLists.txt native/* oscar_gguf/*.py models/* | sha256sum | cut -d" " -f1)
+pkg_key=$(find pyproject.toml CMakeLists.txt native oscar_gguf models -type f ! -name "*.pyc" | sort | xargs cat | sha256sum | cut -d" " -f1)
 if [ "$(cat .venv/.oscar-gguf-key 2>/dev/null)" != "$pkg_key" ]; then
     echo "[oscar-gguf] installing the oscar_gguf package"
     $py -m pip install -q --upgrade pip
@@ -34,6 +35,7 @@ if [ "$(cat .venv/.oscar-gguf-key 2>/dev/null)" != "$pkg_key" ]; then
     echo "$pkg_key" > .venv/.oscar-gguf-key
 fi
 
-# CMake and Ninja from PyPI when the system has none.
+# CMake and Ninja from PyPI when the system has none; scikit-build-core builds the llama-cpp-python wheel.
 for tool in cmake ninja; do command -v $tool >/dev/null || [ -x .venv/bin/$tool ] || $py -m pip install -q $tool; done
+$py -c "import scikit_build_core" 2>/dev/null || $py -m pip install -q "scikit-build-core>=0.10"
 PATH="$PWD/.venv/bin:$PATH" $py scripts/build_llama.py --python "$py"

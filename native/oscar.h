@@ -213,6 +213,11 @@ typedef struct {
 } oscar_calib_shape;
 int oscar_calib_read(const struct gguf_context * g, const char * path, oscar_calib_shape * shape,
                      float * k_mean, float * k_std, float * v_mean, float * v_std, char * err, size_t err_len);
+// Whether llama.cpp can map the file's tensor data (oscar_calib_gguf.c): every tensor must start on ggml's
+// TENSOR_ALIGNMENT in the file, or the mapped buffer's start fails an assert and the process aborts. 0, or -1 with
+// err naming the first tensor that does not.
+#define OSCAR_TENSOR_ALIGNMENT 32
+int oscar_gguf_check_alignment(const struct gguf_context * g, char * err, size_t err_len);
 
 // Whether a query at position q takes key position k from the tier (if the tier holds it).
 static inline int oscar_tier_covers(const oscar_tier * t, int32_t k, int32_t q) {

@@ -151,3 +151,17 @@ int oscar_calib_read(const struct gguf_context * g, const char * path, oscar_cal
     err[0] = '\0';
     return 1;
 }
+
+int oscar_gguf_check_alignment(const struct gguf_context * g, char * err, size_t err_len) {
+    const size_t data = gguf_get_data_offset(g);
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); i++) {
+        const size_t off = data + gguf_get_tensor_offset(g, i);
+        if (off % OSCAR_TENSOR_ALIGNMENT) {
+            snprintf(err, err_len, "tensor %s starts at file offset %zu, not a multiple of %d (general.alignment %zu): "
+                     "ggml cannot map it; rewrite the file with alignment 32", gguf_get_tensor_name(g, i), off,
+                     OSCAR_TENSOR_ALIGNMENT, gguf_get_alignment(g));
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kvtypes import effective_bits, kv_type, variants
+from .kvtypes import KV_TYPES, effective_bits, kv_type, variants
 
 ATTN_KV = 131072  # the perf cases: D 128, 8 KV heads, GQA 4 (a Llama-3.1-8B layer), this many cached tokens
 COPY_CASE = r"ne_src=\[8192,8192,8,1\]"  # the perf case of a 1 GiB f16 copy (test-backend-ops -p is a regex)
@@ -243,7 +243,10 @@ def markdown(report: dict) -> str:
         speeds = " | ".join(f"{r['decode_tok_s'][str(d)]:.1f}" for d in depths)
         p = f" {r['prefill_tok_s']:.0f} |" if pre else ""
         eff = r.get("effective_bits", {}).get(deepest)
-        eff = f"{eff:.2f}" if eff is not None else "-"
+        if eff is None:  # reports older than the column: the label's type, K and V heads of one size
+            kv = t.split(" ")[0] if t.split(" ")[0] in KV_TYPES else "f16"
+            eff = effective_bits(kv, kv, 1, 1, int(deepest), r.get("tier_sinks", 0), r.get("tier_window", 0))
+        eff = f"{eff:.2f}"
         lines.append(f"| {t} | {r['bits_per_element']:.2f} | {eff} | {speeds} |{p} {r['k_mib_reported']:.2f} | "
                      f"{r['k_mib_expected']:.2f} | {r['v_mib_reported']:.2f} | {r['v_mib_expected']:.2f} | "
                      f"{r.get('kv_mib_at_128k', float('nan')):.0f} | {r.get('tier_mib', 0.0):.2f} |")

@@ -141,6 +141,16 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
     }
 
 
+def _effective(r: dict, cache: dict, ctx: int) -> float:
+    """A result's effective bits; reports older than the column: from its cache, K and V heads of one size."""
+    if "effective_bits" in r:
+        return r["effective_bits"]
+    if not cache:
+        return r["bits_per_element"]
+    return effective_bits(cache["type_k"], cache["type_v"], 1, 1, ctx, cache.get("tier_sinks", 0),
+                          cache.get("tier_window", 0))
+
+
 def markdown(report: dict) -> str:
     res = report["results"]
     q4 = res.get("q4_0", {}).get("kld")
@@ -161,7 +171,7 @@ def markdown(report: dict) -> str:
         tier = f"{c['tier_sinks']}/{c['tier_window']} ({c['tier_mib']:.2f} MiB)" if c.get("tier_mib") else "-"
         kld_all = f"{r['kld_all_positions']:.5f}" if "kld_all_positions" in r else "-"
         cal = "yes" if c.get("calibrated") else "-"
-        eff = f"{r['effective_bits']:.2f}" if "effective_bits" in r else "-"
+        eff = f"{_effective(r, c, report['ctx']):.2f}"
         lines.append(f"| {t} | {r['bits_per_element']:.2f} | {eff} | {tier} | {cal} | {r['kld']:.5f} | ±{r['kld_ci95']:.5f} | {ratio} | "
                      f"{kld_all} | {r['ppl']:.3f} | {100 * r['top1']:.2f} % |")
     if "command" in report:
@@ -177,7 +187,9 @@ def plot(report: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     res = report["results"]
-    bits = "effective_bits" if all("effective_bits" in r for r in res.values()) else "bits_per_element"
+    for r in res.values():
+        r.setdefault("effective_bits", _effective(r, r.get("cache", {}), report["ctx"]))
+    bits = "effective_bits"
     for t, r in res.items():
         if t == "f16":
             continue

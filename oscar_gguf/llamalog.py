@@ -16,7 +16,7 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp import _logger
 
-GGML_LOG_LEVEL_ERROR = 3
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h
 
 
 def ggml_base() -> ctypes.CDLL:

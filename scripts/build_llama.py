@@ -206,7 +206,7 @@ def build_wheel(python: str, src: Path, cuda: bool, jobs: int, stamp: dict, offl
     shutil.rmtree(tmp, ignore_errors=True)
     env = dict(os.environ, CMAKE_ARGS=" ".join(cmake_args(cuda, tools=True)), CMAKE_GENERATOR="Ninja",
                CMAKE_BUILD_PARALLEL_LEVEL=str(jobs))
-    cmd = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp),
+    cmd = [python, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w", str(tmp),
            "-C", f"build-dir={build}", "-C", f"build.targets={';'.join(TARGETS)}", "-C", "cmake.build-type=Release",
            "-C", "build.verbose=true", *(["--no-index"] if offline else []), str(src)]
     log = build / "oscar-build.log"
@@ -252,7 +252,8 @@ def install(python: str, wheel: Path, build: Path, offline: bool) -> None:
     extra = ["--no-index", "--find-links", str(wheel.parent)] if offline else []
     subprocess.run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", *extra, str(wheel)],
                    check=True)
-    subprocess.run([python, "-m", "pip", "install", "-q", *extra, f"{wheel}[server]"], check=True)
+    if not offline:  # its dependencies and the server's (the GPU machine's image has what the checks there need)
+        subprocess.run([python, "-m", "pip", "install", "-q", f"{wheel}[server]"], check=True)
     bin_dir = Path(python).parent
     for tool in TOOLS:
         link = bin_dir / tool

@@ -25,10 +25,11 @@ from build_llama import cache_dir  # noqa: E402
 # Inside vendor/llama.cpp: what CMake needs for ggml (CPU + CUDA), llama, common and our tools.
 KEEP = ["CMakeLists.txt", "LICENSE", "cmake", "include", "src", "common", "vendor", "licenses", "tests", "tools",
         "ggml/CMakeLists.txt", "ggml/cmake", "ggml/include", "ggml/src/ggml-cpu", "ggml/src/ggml-cuda"]
-SKIP_TOOLS = {"ui", "server", "cli", "rpc", "tuning"}
-# The Python package around it (built with LLAMA_BUILD=OFF, so no second compile).
+SKIP_TOOLS = {"rpc", "tuning"}
+# The Python package around it (its wheel is built there by scikit-build-core, which the wheels below bring).
 PY_KEEP = ["pyproject.toml", "CMakeLists.txt", "README.md", "LICENSE.md", "llama_cpp", ".oscar-source-key"]
-WHEELS = ["cffi==2.1.1", "pycparser==3.12", "gguf==0.19.0", "diskcache==5.6.3"]
+WHEELS = ["cffi==2.1.1", "pycparser==3.12", "gguf==0.19.0", "diskcache==5.6.3", "scikit-build-core==1.1.2",
+          "pathspec==1.1.1", "packaging==26.4"]
 MODEL = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
@@ -44,8 +45,11 @@ def wanted(rel: Path) -> bool:
 def pack_source(src: Path, out: Path) -> None:
     tmp = out.with_suffix(".tmp")
     with tarfile.open(tmp, "w:gz") as tf:
+        def no_build_outputs(info):  # this machine's libraries and stamp, copied into the tree by the wheel build
+            return None if "/llama_cpp/lib/" in info.name + "/" or info.name.endswith("oscar-build.json") else info
+
         for name in PY_KEEP:
-            tf.add(src / name, arcname=f"llama-cpp-python/{name}")
+            tf.add(src / name, arcname=f"llama-cpp-python/{name}", filter=no_build_outputs)
         tree = src / "vendor" / "llama.cpp"
         for dirpath, dirnames, filenames in os.walk(tree):
             dirnames[:] = [d for d in dirnames if d != ".git"]

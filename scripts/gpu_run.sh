@@ -11,7 +11,8 @@
 #      waits (up to 9 minutes a call) and returns results.tar.gz and pipeline.log in $OUT.
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
-# PIPELINE_STAGES (default "build check e2e bench") picks stages ("attn": the attention kernels alone; "tiereval", "tierbench",
+# PIPELINE_STAGES (default "build check e2e bench") picks stages ("doors": llama-perplexity with only the cache
+# type, streams vs unified vs no tier, issue 13; ("attn": the attention kernels alone; "tiereval", "tierbench",
 # "tiercpu": the f16 tier's eval, GPU and CPU decode speed (issue 4); "calib", "calibbench": the calibrated eval and
 # the calibration's speed cost (issue 5); "probe": the
 # GPU eval KLD probe, scripts/gpu_kld_probe.py; "upstream": upstream's test-backend-ops cases of the ops we patch); "build profile" (carry .carry/src only, no feed)
@@ -29,7 +30,7 @@ stage_build() {
 }
 
 stage_check() {
-    local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $res/gpu.txt
     $bin/test-backend-ops -b CUDA0 -p oscar > $res/test-backend-ops-cuda.log 2>&1
     log "test-backend-ops rc=$?"
@@ -48,8 +49,25 @@ stage_check() {
       } > $res/gpu-check.md
 }
 
+stage_doors() {  # issue 13 on the GPU: llama-perplexity with only -ctk/-ctv oscar2 (the default tier and calibration),
+    # a stream per sequence (n_seq 4) against unified and against no tier (needs the feed call)
+    for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+    python3 -c "from oscar_gguf.corpus import load_corpus; open('$W/prose.txt', 'w').write(load_corpus('eval').text[:60000])"
+    CUDA_VISIBLE_DEVICES= python3 scripts/gpu_cli.py calibrate $W/smollm2.gguf $W/smollm2-cal.gguf > $res/doors-calibrate.log 2>&1
+    local ppl="$bin/llama-perplexity -m $W/smollm2-cal.gguf -f $W/prose.txt -c 512 --chunks 8 -ngl 99"
+    $ppl --kl-divergence-base $W/f16.kld > $res/doors-f16.log 2>&1
+    { echo "| llama-perplexity, SmolLM2 calibrated, 8 chunks of 512, GPU | PPL | mean KLD vs f16 |"; echo "|---|---|---|"
+      for args in "-ctk q4_0 -ctv q4_0" "-ctk oscar2 -ctv oscar2" "-ctk oscar2 -ctv oscar2 -kvu" \
+                  "-ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0" "-ctk oscar3 -ctv oscar3"; do
+          $ppl --kl-divergence-base $W/f16.kld --kl-divergence $args > $res/doors.log 2>&1
+          echo "| \`$args\` | $(grep -oE 'Mean PPL\(Q\) *: *[0-9.]+' $res/doors.log | grep -oE '[0-9.]+$') | $(grep -oE 'Mean +KLD: +[0-9.]+' $res/doors.log | grep -oE '[0-9.]+$') |"
+      done; } > $res/gpu-doors.md
+    cat $res/gpu-doors.md | tee -a $W/pipeline.log
+}
+
 stage_upstream() {  # upstream's own cases for the ops our patches touch, upstream types: nothing of theirs may regress
-    local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
     for op in SET_ROWS CPY GET_ROWS FLASH_ATTN_EXT; do
         timeout 600 $bin/test-backend-ops -b CUDA0 -o $op -p "type_K=(f16|q8_0|q4_0)|type_src=|type=" 2>&1 | grep -v oscar
     done > $res/test-backend-ops-cuda-upstream.log
@@ -117,14 +135,14 @@ stage_calibbench() {  # issue 5: what the calibration's transform costs in decod
 }
 
 stage_attn() {  # the flash-attention kernels alone at 128K and the copy bandwidth (test-backend-ops perf)
-    local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
     $bin/test-backend-ops perf -b CUDA0 -o FLASH_ATTN_EXT -p "kv=131072" > $res/attn-perf.log 2>&1
     $bin/test-backend-ops perf -b CUDA0 -o CPY -p "ne_src=\[8192,8192,8,1\]" >> $res/attn-perf.log 2>&1
     grep -E "FLASH_ATTN_EXT|CPY" $res/attn-perf.log | sed 's/\x1b\[[0-9;]*m//g' | tee -a $W/pipeline.log
 }
 
 stage_profile() {  # Nsight Compute on the decode kernel at 128K, per type (PROFILE_TYPES)
-    local bin=$OSCAR_GGUF_CACHE/build/cuda/bin
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
     for t in ${PROFILE_TYPES:-q4_0 oscar2 oscar3}; do
         echo "=== $t" >> $res/profile.txt
         ncu --kernel-name regex:"flash_attn_ext_vec|flash_attn_oscar_decode" -c 1 --section SpeedOfLight --section LaunchStats --section Occupancy \

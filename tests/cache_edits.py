@@ -17,3 +17,37 @@ def after_dropping(llm, toks: list[int], drop: int, shift: bool, tail: int = 16)
     llm.n_tokens = n - drop if shift else n
     llm.eval(toks[n:])
     return np.array(llm.scores[llm.n_tokens - tail:llm.n_tokens])
+
+
+DROP = 96
+
+
+def shift_windows(n: int) -> list[list[int]]:
+    """n texts of 336 tokens (BOS + prose) at different places of the evaluation corpus."""
+    from oscar_gguf import load
+    from oscar_gguf.corpus import load_corpus
+
+    with load("smollm2", kv="f16", ctx=64) as m:
+        text = m.llm.tokenize(load_corpus("eval").text.encode(), add_bos=False)
+        bos = m.llm.token_bos()
+    return [[bos] + text[s * 1000:s * 1000 + 335] for s in range(n)]
+
+
+def kld(exact: np.ndarray, x: np.ndarray) -> float:
+    from oscar_gguf.evaluate import log_softmax
+
+    a, b = log_softmax(exact), log_softmax(x)
+    return float((np.exp(a) * (a - b)).sum(-1).mean())
+
+
+def shift_klds(model, windows: list[list[int]], **load_kw) -> tuple[list[float], list[float]]:
+    """Per window, the KLD against an f16 cache that dropped the same first cells: (kept, shifted), the cache not
+    moved and moved back by DROP positions (the K-shift)."""
+    from oscar_gguf import load
+
+    with load(model, kv="f16", ctx=512, logits_all=True) as ref:
+        exact = [after_dropping(ref.llm, w, DROP, shift=False) for w in windows]
+    with load(model, ctx=512, logits_all=True, **load_kw) as m:
+        kept = [kld(e, after_dropping(m.llm, w, DROP, shift=False)) for w, e in zip(windows, exact)]
+        shifted = [kld(e, after_dropping(m.llm, w, DROP, shift=True)) for w, e in zip(windows, exact)]
+    return kept, shifted

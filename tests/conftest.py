@@ -3,9 +3,10 @@ import pytest
 
 @pytest.fixture(scope="session")
 def smollm2_path():
+    """The default model as fetched, without calibration."""
     from oscar_gguf.models import resolve
 
-    return resolve("smollm2")
+    return resolve("smollm2", calibrated=False)
 
 
 @pytest.fixture(scope="session")
@@ -16,10 +17,9 @@ def prose():
 
 
 @pytest.fixture(scope="session")
-def smollm2_calibrated(smollm2_path, tmp_path_factory):
-    """A calibrated copy of the default model (4 sequences of 1024 tokens: about 20 s on 2 cores)."""
-    from oscar_gguf.calibrate import calibrate
+def smollm2_calibrated():
+    """The default model as a user gets it: the registry's calibrated copy, made on first use (oscar-gguf
+    calibrate's defaults: about 100 s on 2 cores)."""
+    from oscar_gguf.models import resolve
 
-    out = tmp_path_factory.mktemp("calibrated") / "smollm2-cal.gguf"
-    calibrate(smollm2_path, out, tokens=4 * 1023, seq_len=1024, progress=False)
-    return out
+    return resolve("smollm2")

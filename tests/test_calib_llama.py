@@ -90,24 +90,20 @@ def test_calibrated_is_better_than_uncalibrated(smollm2_calibrated, tokens):
         assert cal < plain, (kv, plain, cal)
 
 
-def test_context_shift_undoes_the_transform(smollm2_calibrated, tokens):
-    """The K-shift re-ropes calibrated K (scale and mean off, rotate back, RoPE, rotate, on again): as good as
-    the unshifted cache, with the tier and without."""
-    from cache_edits import after_dropping
+def test_context_shift_undoes_the_transform(smollm2_calibrated):
+    """The K-shift re-ropes calibrated K (scale and mean off, rotate back, RoPE, rotate, on again), with the tier and
+    without. It also quantizes K a second time, which costs 0.9-2.5x the unshifted error on a single text
+    (docs/shift-spread-*.md, AVX-512 and AVX2 builds), so the checks are medians over 4 texts: calibrated no worse
+    than uncalibrated after the same shift (a transform not undone costs far more than calibration saves), and
+    within the price of the second quantization."""
+    from cache_edits import shift_klds, shift_windows
 
-    toks = tokens[:336]
-    with load(smollm2_calibrated, kv="f16", ctx=512, logits_all=True) as m:
-        exact = log_softmax(after_dropping(m.llm, toks, 96, shift=False))
-
-    def err(x):
-        return kld(exact, log_softmax(x), 0)
-
-    for tier, slack in ((dict(sinks=0, window=0), 3.0), ({}, 1.5)):
-        with load(smollm2_calibrated, kv="oscar3", ctx=512, logits_all=True, **tier) as m:
-            assert m.cache.calibrated
-            shifted = err(after_dropping(m.llm, toks, 96, shift=True))
-            kept = err(after_dropping(m.llm, toks, 96, shift=False))
-        assert shifted < slack * kept + 0.01, (tier, shifted, kept)
+    windows = shift_windows(4)
+    for tier in ({}, dict(sinks=0, window=0)):
+        kept, shifted = (float(np.median(x)) for x in shift_klds(smollm2_calibrated, windows, kv="oscar3", **tier))
+        _, plain = (float(np.median(x)) for x in shift_klds(smollm2_calibrated, windows, kv="oscar3", calib=False,
+                                                              **tier))
+        assert shifted < 1.25 * plain + 0.005 and shifted < 2.0 * kept + 0.01, (tier, shifted, plain, kept)
 
 
 def test_sliding_window_model(tmp_path):
@@ -164,7 +160,8 @@ def test_uncalibrated_model_gets_a_notice(smollm2_path, capsys):
     with load(smollm2_path, kv="oscar3", ctx=256) as m:
         assert not m.cache.calibrated and m.calibration is None
         assert "the model has no calibration, the OScaR cache runs uncalibrated" in m.log.text
-    assert cli.main(["chat", "--kv", "oscar3", "--ctx", "256", "--prompt", "Hi", "--max-tokens", "2"]) == 0
+    assert cli.main(["chat", "--model", str(smollm2_path), "--kv", "oscar3", "--ctx", "256", "--prompt", "Hi",
+                     "--max-tokens", "2"]) == 0
     assert "uncalibrated: `oscar-gguf calibrate` adds a calibration" in capsys.readouterr().err
 
 

@@ -22,7 +22,7 @@ def greedy_f16(smollm2_path):
 def test_greedy_generation_follows_f16(smollm2_path, greedy_f16, kv):
     with load(smollm2_path, kv=kv, ctx=512) as m:
         assert m.cache.type_k == kv and m.cache.type_v == kv
-        assert m.cache.attn_rot_k == 1 and m.cache.attn_rot_v == 1  # llama.cpp's Hadamard rotation is on
+        assert (m.cache.attn_rot_k, m.cache.attn_rot_v) == (64, 64)  # llama.cpp's Hadamard rotation is on
         out = m.chat(PROMPT, max_tokens=24, temperature=0.0)
         text = out["choices"][0]["message"]["content"]
         toks = m.llm.tokenize(text.encode(), add_bos=False)
@@ -47,11 +47,10 @@ def test_streaming_chat_is_openai_shaped(smollm2_path):
 @pytest.mark.parametrize("kv", ["f16", "q4_0"] + OSCAR)
 def test_kv_buffer_size_is_bits_times_elements(smollm2_path, kv):
     with load(smollm2_path, kv=kv, ctx=1024) as m:
-        (cache,) = m.log.kv_caches()
-        k, v = expected_kv_bytes(m.shape, cache["cells"], cache["layers"], kv)
-    assert cache["type_k"] == kv and cache["cells"] == 1024 and cache["layers"] == 30
-    assert cache["k_mib"] == pytest.approx(k / 2 ** 20, abs=0.005)
-    assert cache["v_mib"] == pytest.approx(v / 2 ** 20, abs=0.005)
+        (cache,) = m.cache.caches
+        k, v = expected_kv_bytes(m.shape, cache.cells, cache.layers, kv)
+    assert cache.type_k == kv and cache.cells == 1024 and cache.layers == 30
+    assert cache.k_mib == k / 2 ** 20 and cache.v_mib == v / 2 ** 20
 
 
 def test_kld_orders_bits(smollm2_path, prose):
@@ -96,13 +95,12 @@ def test_gemma3_head_dim_256_and_sliding_window_caches():
     outs = {}
     for kv in ("f16", "oscar3"):
         with load("gemma3-270m", kv=kv, ctx=1024) as m:
-            caches = m.log.kv_caches()
-            assert len(caches) == 2 and all(c["type_k"] == kv for c in caches)
+            caches = m.cache.caches
+            assert len(caches) == 2 and all(c.type_k == kv for c in caches)
             for c in caches:
-                k, v = expected_kv_bytes(m.shape, c["cells"], c["layers"], kv)
-                assert c["k_mib"] == pytest.approx(k / 2 ** 20, abs=0.005)
-                assert c["v_mib"] == pytest.approx(v / 2 ** 20, abs=0.005)
-            assert kv == "f16" or m.cache.attn_rot_k == 1
+                k, v = expected_kv_bytes(m.shape, c.cells, c.layers, kv)
+                assert c.k_mib == k / 2 ** 20 and c.v_mib == v / 2 ** 20
+            assert (m.cache.attn_rot_k, m.cache.attn_rot_v) == ((0, 0) if kv == "f16" else (256, 64))
             text = m.llm.create_completion("The capital of France is", max_tokens=8, temperature=0)["choices"][0]["text"]
             outs[kv] = m.llm.tokenize(text.encode(), add_bos=False)
     assert outs["oscar3"][:3] == outs["f16"][:3]

@@ -90,23 +90,34 @@ def fake_spec(tmp_path, monkeypatch):
 
 def test_fetch_assembles_and_caches(fake_spec):
     spec, data = fake_spec
-    p = models.resolve("fake")
+    p = models.resolve("fake", calibrated=False)
     assert p.read_bytes() == data and p.parent == models.model_dir("fake")
-    assert models.resolve("fake") == p  # from cache
+    assert models.resolve("fake", calibrated=False) == p  # from cache
     p.write_bytes(data[:-1] + b"x")  # damaged cache is detected and rebuilt
-    assert models.resolve("fake").read_bytes() == data
+    assert models.resolve("fake", calibrated=False).read_bytes() == data
 
 
 def test_fetch_sha_mismatch_leaves_nothing(fake_spec, monkeypatch):
     spec, _ = fake_spec
     monkeypatch.setitem(MODELS, "fake", replace(spec, sha256="0" * 64))
     with pytest.raises(ModelError, match="sha256 mismatch"):
-        models.resolve("fake")
+        models.resolve("fake", calibrated=False)
     assert list(models.model_dir("fake").iterdir()) == []
 
 
 def test_resolve_default_model():
-    p = models.resolve(DEFAULT_MODEL)  # downloads ~95 MB on first use
-    with open(p, "rb") as f:
+    raw = models.resolve(DEFAULT_MODEL, calibrated=False)  # downloads ~95 MB on first use
+    with open(raw, "rb") as f:
         assert f.read(4) == b"GGUF"
-    assert p.stat().st_size == MODELS[DEFAULT_MODEL].size
+    assert raw.stat().st_size == MODELS[DEFAULT_MODEL].size
+
+
+def test_registry_models_resolve_to_their_calibrated_copy():
+    """What a user gets by name is calibrated (made once, beside the fetched file), and the copy fits the model."""
+    from oscar_gguf.calibmeta import read_calibration
+
+    raw, cal = models.resolve(DEFAULT_MODEL, calibrated=False), models.resolve(DEFAULT_MODEL)
+    assert cal == models.calibrated_path(MODELS[DEFAULT_MODEL]) and cal.parent == raw.parent
+    c = read_calibration(raw, cal)
+    assert c is not None and c.tokens > 10000 and read_calibration(raw) is None
+    assert models.resolve(DEFAULT_MODEL) == cal  # made once

@@ -9,7 +9,6 @@ import pytest
 from oscar_gguf import load
 from oscar_gguf.corpus import load_corpus
 from oscar_gguf.evaluate import log_softmax
-from oscar_gguf.kvtypes import kv_type
 from oscar_gguf.models import resolve
 
 N = 384
@@ -37,15 +36,21 @@ def ref(tokens):
     return logits(tokens)
 
 
-def test_tier_off_is_the_plain_path(tokens):
-    """sinks = window = 0 through our API gives bit for bit what llama-cpp-python gives without the tier."""
-    llm = llama_cpp.Llama(model_path=str(resolve("smollm2")), n_ctx=1024, n_batch=512, n_ubatch=512, flash_attn=True,
-                          type_k=kv_type("oscar3").ggml_type, type_v=kv_type("oscar3").ggml_type, logits_all=True,
-                          verbose=False)
-    llm.eval(tokens[:128])
-    plain = np.array(llm.scores[:128])
+def plain(tokens, **kw) -> np.ndarray:
+    llm = llama_cpp.Llama(model_path=str(resolve("smollm2")), n_ctx=1024, n_batch=512, n_ubatch=512, type_k="oscar3",
+                          type_v="oscar3", logits_all=True, verbose=False, **kw)
+    llm.eval(tokens)
+    out = np.array(llm.scores[:len(tokens)], dtype=np.float64)
     llm.close()
-    np.testing.assert_array_equal(logits(tokens[:128], "oscar3", sinks=0, window=0), plain)
+    return out
+
+
+def test_our_api_is_plain_llama_cpp_python(tokens):
+    """oscar_gguf keeps no defaults of its own: its cache is plain llama-cpp-python's, bit for bit, with llama.cpp's
+    default tier and calibration and with both off."""
+    np.testing.assert_array_equal(logits(tokens[:128], "oscar3"), plain(tokens[:128]))
+    np.testing.assert_array_equal(logits(tokens[:128], "oscar3", sinks=0, window=0, calib=False),
+                                  plain(tokens[:128], oscar_sinks=0, oscar_window=0, oscar_calib=False))
 
 
 def test_default_tier_is_on_and_lowers_the_error(tokens, ref):
@@ -94,15 +99,6 @@ def test_state_reload_keeps_the_tier(tokens):
         llm.eval(tokens[200:])
         reloaded = np.array(llm.scores[:N], dtype=np.float64)
     np.testing.assert_array_equal(reloaded, direct)
-
-
-def test_state_of_another_setting_is_refused(tokens):
-    with load("smollm2", kv="oscar3", ctx=1024, sinks=0, window=0) as m:
-        m.llm.eval(tokens[:50])
-        state = m.llm.save_state()
-    with load("smollm2", kv="oscar3", ctx=1024) as m:
-        with pytest.raises(RuntimeError):
-            m.llm.load_state(state)
 
 
 def test_bad_tier_values():
@@ -158,22 +154,14 @@ def test_sliding_window_model_gets_the_tier():
     assert abs(kb - ks) < 0.3 * max(kb, ks), (kb, ks)
 
 
-def test_context_shift_keeps_the_tier(tokens):
+def test_context_shift_keeps_the_tier():
     """After llama.cpp's context shift (the oldest cells dropped, the rest moved back) the tier keeps the moved
-    window: its K rows are re-roped with the cells (rotated K: back, RoPE, forward) instead of leaving the tier,
-    so the shifted cache is as good as the unshifted one, and far better than one without the tier."""
-    from cache_edits import after_dropping
+    window: its K rows are re-roped with the cells (rotated K: back, RoPE, forward) instead of leaving the tier, so
+    the shifted cache stays far better than one without the tier; the main cache's second quantization costs what
+    it costs without the tier (medians over 4 texts: docs/shift-spread-*.md)."""
+    from cache_edits import shift_klds, shift_windows
 
-    toks = tokens[:336]
-    with load("smollm2", kv="f16", ctx=512, logits_all=True) as ref:
-        exact = after_dropping(ref.llm, toks, 96, shift=False)
-
-    def err(x):
-        a, b = log_softmax(exact), log_softmax(x)
-        return float((np.exp(a) * (a - b)).sum(-1).mean())
-
-    with load("smollm2", kv="oscar2", ctx=512, logits_all=True) as m:
-        shifted, kept = err(after_dropping(m.llm, toks, 96, shift=True)), err(after_dropping(m.llm, toks, 96, shift=False))
-    with load("smollm2", kv="oscar2", ctx=512, logits_all=True, sinks=0, window=0) as m:
-        bare = err(after_dropping(m.llm, toks, 96, shift=True))
-    assert shifted < 1.5 * kept + 0.01 and shifted < 0.5 * bare, (shifted, kept, bare)
+    windows = shift_windows(4)
+    kept, shifted = (float(np.median(x)) for x in shift_klds("smollm2", windows, kv="oscar2"))
+    _, bare = (float(np.median(x)) for x in shift_klds("smollm2", windows, kv="oscar2", sinks=0, window=0))
+    assert shifted < 2.0 * kept + 0.01 and shifted < 0.4 * bare, (shifted, kept, bare)

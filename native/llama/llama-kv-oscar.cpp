@@ -727,9 +727,14 @@ void llama_kv_oscar::state_read_tier(llama_io_read_i & io, int32_t seq) {
 // the model's calibration
 //
 
-// reading and checking is native/oscar_calib_gguf.c's; a model whose calibration does not fit still loads (an f16
-// cache does not use it), and a cache of an OScaR type refuses it with `error`
+// At model load, before the tensors: a file whose tensor data ggml could not map is refused. Reading and checking the
+// calibration is native/oscar_calib_gguf.c's; a model whose calibration does not fit still loads (an f16 cache does
+// not use it), and a cache of an OScaR type refuses it with `error`.
 void llama_oscar_calib::load(const gguf_context * meta, const std::string & fname, const llama_hparams & hparams) {
+    char why[512];
+    if (oscar_gguf_check_alignment(meta, why, sizeof(why)) != 0) {  // before the tensors are mapped: not an abort
+        throw std::runtime_error(std::string("oscar-gguf: ") + why);
+    }
     uint32_t n_head_kv = hparams.n_head_kv(0), dk = hparams.n_embd_head_k(0), dv = hparams.n_embd_head_v(0);
     for (uint32_t il = 1; il < hparams.n_layer_all; il++) {  // 0: differs by layer, which no calibration fits
         n_head_kv = hparams.n_head_kv(il)     == n_head_kv ? n_head_kv : 0;
