@@ -35,7 +35,7 @@ CASES = {  # label -> load() arguments
 def main() -> int:
     from tqdm import tqdm
 
-    from cache_edits import shift_klds, shift_windows
+    from cache_edits import shift_klds, shift_reference, shift_windows
     from oscar_gguf.bench import cpu_name
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,9 +44,10 @@ def main() -> int:
     ap.add_argument("--note", default="", help="how this build differs (e.g. its SIMD flags)")
     a = ap.parse_args()
     windows = shift_windows(a.seeds)
+    exact = shift_reference("smollm2", windows)
     out = {"machine": cpu_name(), "tag": a.tag, "python": platform.python_version(), "cases": {}}
     for label, kw in tqdm(CASES.items(), desc="caches"):
-        kept, shifted = shift_klds("smollm2", windows, **kw)
+        kept, shifted = shift_klds("smollm2", windows, exact, **kw)
         rows = [{"kept": k, "shifted": s, "ratio": s / k} for k, s in zip(kept, shifted)]
         r = np.array([x["ratio"] for x in rows])
         out["cases"][label] = {"runs": rows, "ratio_min": float(r.min()), "ratio_median": float(np.median(r)),

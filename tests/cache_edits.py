@@ -40,13 +40,21 @@ def kld(exact: np.ndarray, x: np.ndarray) -> float:
     return float((np.exp(a) * (a - b)).sum(-1).mean())
 
 
-def shift_klds(model, windows: list[list[int]], **load_kw) -> tuple[list[float], list[float]]:
-    """Per window, the KLD against an f16 cache that dropped the same first cells: (kept, shifted), the cache not
-    moved and moved back by DROP positions (the K-shift)."""
+def shift_reference(model, windows: list[list[int]]) -> list[np.ndarray]:
+    """Per window, the f16 cache's logits after dropping the first DROP cells (not moved)."""
     from oscar_gguf import load
 
     with load(model, kv="f16", ctx=512, logits_all=True) as ref:
-        exact = [after_dropping(ref.llm, w, DROP, shift=False) for w in windows]
+        return [after_dropping(ref.llm, w, DROP, shift=False) for w in windows]
+
+
+def shift_klds(model, windows: list[list[int]], exact: list[np.ndarray] | None = None,
+               **load_kw) -> tuple[list[float], list[float]]:
+    """Per window, the KLD against an f16 cache that dropped the same first cells (exact: shift_reference's): (kept,
+    shifted), the cache not moved and moved back by DROP positions (the K-shift)."""
+    from oscar_gguf import load
+
+    exact = exact if exact is not None else shift_reference(model, windows)
     with load(model, ctx=512, logits_all=True, **load_kw) as m:
         kept = [kld(e, after_dropping(m.llm, w, DROP, shift=False)) for w, e in zip(windows, exact)]
         shifted = [kld(e, after_dropping(m.llm, w, DROP, shift=True)) for w, e in zip(windows, exact)]

@@ -96,13 +96,15 @@ def test_context_shift_undoes_the_transform(smollm2_calibrated):
     (docs/shift-spread-*.md, AVX-512 and AVX2 builds), so the checks are medians over 4 texts: calibrated no worse
     than uncalibrated after the same shift (a transform not undone costs far more than calibration saves), and
     within the price of the second quantization."""
-    from cache_edits import shift_klds, shift_windows
+    from cache_edits import shift_klds, shift_reference, shift_windows
 
     windows = shift_windows(4)
+    exact = shift_reference(smollm2_calibrated, windows)
     for tier in ({}, dict(sinks=0, window=0)):
-        kept, shifted = (float(np.median(x)) for x in shift_klds(smollm2_calibrated, windows, kv="oscar3", **tier))
-        _, plain = (float(np.median(x)) for x in shift_klds(smollm2_calibrated, windows, kv="oscar3", calib=False,
-                                                              **tier))
+        kept, shifted = (float(np.median(x)) for x in shift_klds(smollm2_calibrated, windows, exact, kv="oscar3",
+                                                                 **tier))
+        _, plain = (float(np.median(x)) for x in shift_klds(smollm2_calibrated, windows, exact, kv="oscar3",
+                                                              calib=False, **tier))
         assert shifted < 1.25 * plain + 0.005 and shifted < 2.0 * kept + 0.01, (tier, shifted, plain, kept)
 
 

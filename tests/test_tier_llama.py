@@ -159,9 +159,10 @@ def test_context_shift_keeps_the_tier():
     window: its K rows are re-roped with the cells (rotated K: back, RoPE, forward) instead of leaving the tier, so
     the shifted cache stays far better than one without the tier; the main cache's second quantization costs what
     it costs without the tier (medians over 4 texts: docs/shift-spread-*.md)."""
-    from cache_edits import shift_klds, shift_windows
+    from cache_edits import shift_klds, shift_reference, shift_windows
 
     windows = shift_windows(4)
-    kept, shifted = (float(np.median(x)) for x in shift_klds("smollm2", windows, kv="oscar2"))
-    _, bare = (float(np.median(x)) for x in shift_klds("smollm2", windows, kv="oscar2", sinks=0, window=0))
+    exact = shift_reference("smollm2", windows)
+    kept, shifted = (float(np.median(x)) for x in shift_klds("smollm2", windows, exact, kv="oscar2"))
+    _, bare = (float(np.median(x)) for x in shift_klds("smollm2", windows, exact, kv="oscar2", sinks=0, window=0))
     assert shifted < 2.0 * kept + 0.01 and shifted < 0.4 * bare, (shifted, kept, bare)
