@@ -24,6 +24,7 @@ from build_llama import cache_dir  # noqa: E402
 
 # Inside vendor/llama.cpp: what CMake needs for ggml (CPU + CUDA), llama, common and our tools.
 KEEP = ["CMakeLists.txt", "LICENSE", "cmake", "include", "src", "common", "vendor", "licenses", "tests", "tools",
+        "scripts/ui-assets.cmake",
         "ggml/CMakeLists.txt", "ggml/cmake", "ggml/include", "ggml/src/ggml-cpu", "ggml/src/ggml-cuda"]
 SKIP_TOOLS = {"rpc", "tuning"}
 # The Python package around it (its wheel is built there by scikit-build-core, which the wheels below bring).
