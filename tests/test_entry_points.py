@@ -111,3 +111,10 @@ def test_llama_bench_takes_the_options_as_columns():
     assert md.returncode == 0 and "oscar_window" in md.stdout
     bad = subprocess.run(cmd[:-4] + ["--oscar-window", "-1"], capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0
+
+
+def test_a_vocabulary_only_model_loads():
+    # no hyperparameters past the vocabulary are read, so the calibration is not looked at (it once aborted here)
+    llm = llama_cpp.Llama(model_path=str(resolve("smollm2")), vocab_only=True, verbose=False)
+    assert llm.tokenize(b"hello", add_bos=False)
+    llm.close()

@@ -3,6 +3,7 @@
 prompt) and llama-cpp-python's server. Each is started and stopped by the test, on 127.0.0.1."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from oscar_gguf import info
@@ -128,3 +130,62 @@ def test_python_server_refuses_unknown_type_names(tmp_path):
     r = subprocess.run([sys.executable, "-m", "llama_cpp.server", "--model", str(resolve("smollm2")),
                         "--type_k", "oscar5", "--port", str(free_port())], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "unknown ggml type 'oscar5'" in r.stderr + r.stdout
+
+
+def server_top_logprobs(port: int, prompt: list[int], n: int, k: int) -> tuple[list[int], list[dict[int, float]]]:
+    """llama-server's greedy continuation of a tokenized prompt and, per generated token, the top k log
+    probabilities of the distribution it was drawn from (before sampling)."""
+    body = json.dumps({"prompt": prompt, "n_predict": n, "temperature": 0, "n_probs": k, "cache_prompt": False,
+                       "return_tokens": True}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/completion", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        out = json.load(r)
+    assert out["tokens_evaluated"] == len(prompt), out["tokens_evaluated"]
+    probs = out["completion_probabilities"]
+    return [p["id"] for p in probs], [{t["id"]: t["logprob"] for t in p["top_logprobs"]} for p in probs]
+
+
+def llama_logprobs(prompt: list[int], gen: list[int], **kw) -> np.ndarray:
+    """Plain llama_cpp.Llama's log probabilities at each position that predicts a generated token, fed as the server
+    feeds them: the prompt in batches of 512, then one token at a time."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(resolve("smollm2")), n_ctx=2048, logits_all=True, verbose=False, **kw)
+    llm.eval(prompt)
+    for t in gen[:-1]:
+        llm.eval([t])
+    logits = np.array(llm.scores[len(prompt) - 1:len(prompt) + len(gen) - 1], dtype=np.float64)
+    llm.close()
+    return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+
+
+def test_llama_server_distributions_are_plain_llamas(tmp_path):
+    """The server given only -ctk/-ctv oscar2 computes the distributions plain Llama(type_k="oscar2") does, the
+    ones whose KL divergence test_entry_points compares with every other door: a prompt longer than the f16 window,
+    so most of it is read from the 2-bit cache."""
+    from oscar_gguf.corpus import load_corpus
+
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(model_path=str(resolve("smollm2")), vocab_only=True, verbose=False)
+    prompt = vocab.tokenize(load_corpus("eval").text[:6000].encode(), add_bos=True)[:900]
+    vocab.close()
+    port = free_port()
+    tool = Path(info.build_stamp()["build_dir"]) / "bin" / "llama-server"
+    cmd = [str(tool), "-m", str(resolve("smollm2")), "-ctk", "oscar2", "-ctv", "oscar2", "-np", "2", "-c", "4096",
+           "-t", "2", "--host", "127.0.0.1", "--port", str(port)]
+    with server(cmd, port, tmp_path / "server.log"):
+        gen, top = server_top_logprobs(port, prompt, 32, 20)
+    ids = [list(t) for t in top]
+    served = np.array([list(t.values()) for t in top])
+
+    def gap(lp: np.ndarray) -> float:  # mean |Δ log p| over the server's top 20 tokens
+        return float(np.abs(np.take_along_axis(lp, np.array(ids), 1) - served).mean())
+
+    same = gap(llama_logprobs(prompt, gen, type_k="oscar2", type_v="oscar2"))
+    bare = gap(llama_logprobs(prompt, gen, type_k="oscar2", type_v="oscar2", oscar_sinks=0, oscar_window=0))
+    uncal = gap(llama_logprobs(prompt, gen, type_k="oscar2", type_v="oscar2", oscar_calib=False))
+    f16 = gap(llama_logprobs(prompt, gen, type_k="f16", type_v="f16"))
+    print(f"mean |d log p| of llama-server's top 20 against plain Llama: oscar2 {same:.2e}, without tier "
+          f"{bare:.2e}, uncalibrated {uncal:.2e}, f16 cache {f16:.2e}")
+    assert same < 0.1 * min(bare, uncal, f16), (same, bare, uncal, f16)

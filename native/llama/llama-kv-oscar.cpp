@@ -735,6 +735,9 @@ void llama_oscar_calib::load(const gguf_context * meta, const std::string & fnam
     if (oscar_gguf_check_alignment(meta, why, sizeof(why)) != 0) {  // before the tensors are mapped: not an abort
         throw std::runtime_error(std::string("oscar-gguf: ") + why);
     }
+    if (hparams.vocab_only) {  // no layers were read, and no cache will be made
+        return;
+    }
     uint32_t n_head_kv = hparams.n_head_kv(0), dk = hparams.n_embd_head_k(0), dv = hparams.n_embd_head_v(0);
     for (uint32_t il = 1; il < hparams.n_layer_all; il++) {  // 0: differs by layer, which no calibration fits
         n_head_kv = hparams.n_head_kv(il)     == n_head_kv ? n_head_kv : 0;
