@@ -4,7 +4,7 @@
 Stdlib only (it runs before anything is installed). Steps: fetch the pinned llama-cpp-python sdist from PyPI and check
 its sha256; extract it and apply patches/; build a wheel of it with its own build backend (scikit-build-core), which
 compiles llama.cpp with native/ in a persistent build tree and, in that same configured tree, the llama.cpp tools
-(llama-cli, llama-server, llama-perplexity, llama-bench, test-backend-ops); install the wheel into the venv and link the
+(llama-cli, llama-server, llama-perplexity, llama-bench, ggml-rpc-server, test-backend-ops); install the wheel into the venv and link the
 tools into its bin/. Wheels are cached by a key of the sdist hash, the patches, native/ and the build flavour, so a
 second run with nothing changed builds nothing.
 
@@ -13,8 +13,9 @@ second run with nothing changed builds nothing.
 Offline (the GPU machine has no network): --source DIR uses a tree already extracted and patched
 (scripts/gpu_bundle.py packs one) and --offline installs without an index.
 
---stock builds the *unpatched* pinned libllama (CPU, libraries only) into its own build dir and prints that
-dir; the tests load calibrated files with it (LLAMA_CPP_LIB_PATH) to check they still work in stock llama.cpp.
+--stock builds the *unpatched* pinned libllama and ggml-rpc-server (CPU) into their own build dir and prints that
+dir; the tests load calibrated files with it (LLAMA_CPP_LIB_PATH) to check they still work in stock llama.cpp, and
+offer the stock rpc-server an OScaR cache to see it refused.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ SDIST_VERSION = "0.3.36"
 SDIST_FILE = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 # built in the wheel's tree: the libraries the wheel ships and the tools linked into the venv (TOOLS)
-TOOLS = ["llama-cli", "llama-server", "llama-perplexity", "llama-bench", "test-backend-ops"]
+TOOLS = ["llama-cli", "llama-server", "llama-perplexity", "llama-bench", "ggml-rpc-server", "test-backend-ops"]
 TARGETS = ["llama", "ggml", "mtmd", *TOOLS]
 CUDA_ARCHS_DEFAULT = "86;89;90"  # consumer Ampere/Ada and Hopper
 # flash-attention vec-kernel K-V pairs compiled for CUDA: upstream's defaults plus the OScaR pairs
@@ -139,11 +140,11 @@ def source_tree(src: Path, key: str) -> Path:
 
 
 def stock_build(python: str, jobs: int) -> Path:
-    """The unpatched pinned llama.cpp: sdist extracted as is into src/stock, libllama and its ggml libraries
-    (nothing else: CI pays for this build) into build/stock/bin. Returns the bin dir; a second call is a no-op."""
+    """The unpatched pinned llama.cpp: sdist extracted as is into src/stock, libllama, its ggml libraries and
+    ggml-rpc-server (nothing else: CI pays for this build) into build/stock/bin. Returns the bin dir; a second call is a no-op."""
     src, build = cache_dir() / "src" / "stock", cache_dir() / "build" / "stock"
     stamp, bin_dir = build / ".oscar-stock-key", build / "bin"
-    key = SDIST_SHA256 + " ".join(cpu_flags())
+    key = SDIST_SHA256 + " ".join(cpu_flags()) + " rpc"
     if stamp.exists() and stamp.read_text() == key and (bin_dir / "libllama.so").exists():
         return bin_dir
     sdist = fetch_sdist(python)
@@ -151,14 +152,15 @@ def stock_build(python: str, jobs: int) -> Path:
         extract_sdist(sdist, src, SDIST_SHA256, [], " (stock, unpatched)")
     build.mkdir(parents=True, exist_ok=True)
     args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
-            *cmake_args(False, tools=False), "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
+            *cmake_args(False, tools=False), "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DGGML_RPC=ON",
             "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF",
-            "-DLLAMA_BUILD_COMMON=OFF", "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
+            "-DLLAMA_BUILD_COMMON=ON", "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
     log = build / "oscar-build.log"
     print(f"[oscar-gguf] building stock libllama (CPU) in {build}; log: {log}", flush=True)
     with open(log, "w") as f:
         logged_run(args, f)
-        logged_run(["cmake", "--build", str(build), "-j", str(jobs), "--target", "llama"], f, progress=True)
+        logged_run(["cmake", "--build", str(build), "-j", str(jobs), "--target", "llama", "ggml-rpc-server"], f,
+                   progress=True)
     stamp.write_text(key)
     return bin_dir
 
@@ -185,7 +187,7 @@ def cmake_args(cuda: bool, tools: bool) -> list[str]:
     if tools:  # LLAVA_BUILD off: with the tools on, llama.cpp adds tools/mtmd itself
         args += [f"-DOSCAR_NATIVE_DIR={ROOT / 'native'}", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON",
                  "-DLLAMA_BUILD_TESTS=ON", "-DLLAMA_TESTS_INSTALL=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                 "-DLLAMA_BUILD_APP=OFF", "-DLLAVA_BUILD=OFF"]
+                 "-DLLAMA_BUILD_APP=OFF", "-DLLAVA_BUILD=OFF", "-DGGML_RPC=ON"]
     if cuda:
         archs = os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT)
         args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={archs}", f"-DGGML_CUDA_FA_QUANTS={CUDA_FA_QUANTS}"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -185,15 +184,6 @@ def test_f16_logits_bit_identical(smollm2_path, calibrated, prose):
     with load(smollm2_path, kv="f16", ctx=256) as m:
         toks = m.llm.tokenize(prose.encode(), add_bos=True)[:200]
     assert np.array_equal(f16_logits(smollm2_path, toks), f16_logits(calibrated[0], toks))
-
-
-@pytest.fixture(scope="session")
-def stock_llama():
-    """(PYTHONPATH entry, lib dir) of the unpatched pinned llama-cpp-python, built on first use (libllama only)."""
-    spec = importlib.util.spec_from_file_location("build_llama", ROOT / "scripts" / "build_llama.py")
-    build_llama = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_llama)
-    return build_llama.stock_python_path(), build_llama.stock_build(sys.executable, os.cpu_count() or 2)
 
 
 STOCK_SCRIPT = """

@@ -84,10 +84,34 @@ void llama_kv_oscar::attach(llama_memory_i * mem, const llama_memory_params & pa
     }
 }
 
+// Each cache device must write the OScaR types: one without them (a stock rpc-server, a backend oscar-gguf has no
+// kernels for) is refused here, before a graph would abort on it.
+static void check_device(int32_t il, const char * what, ggml_tensor * t) {
+    if (!t || !is_oscar(t->type) || !t->buffer) {
+        return;
+    }
+    ggml_backend_dev_t dev = ggml_backend_buft_get_device(ggml_backend_buffer_get_type(t->buffer));
+    ggml_init_params ip = { 4*ggml_tensor_overhead(), nullptr, true };
+    ggml_context_ptr ctx(ggml_init(ip));
+    ggml_tensor * dst = ggml_view_2d(ctx.get(), t, t->ne[0], t->ne[1], t->nb[1], 0);
+    ggml_tensor * op = ggml_set_rows(ctx.get(), dst, ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, t->ne[0], 1),
+                                     ggml_new_tensor_1d(ctx.get(), GGML_TYPE_I64, 1));
+    if (dev && !ggml_backend_dev_supports_op(dev, op)) {
+        throw std::runtime_error(std::string("oscar-gguf: layer ") + std::to_string(il) + "'s " + what +
+            " cache is on " + ggml_backend_dev_name(dev) + " (" + ggml_backend_dev_description(dev) +
+            "), which cannot hold " + ggml_type_name(t->type) + ": a backend or rpc-server without oscar-gguf's "
+            "types (use the ggml-rpc-server ./install.sh builds, or another cache type there)");
+    }
+}
+
 llama_kv_oscar::llama_kv_oscar(llama_kv_cache & kv, const llama_kv_oscar_params & params, bool wired) : kv(kv) {
     const llama_hparams & hp = kv.hparams;
     layers.resize(kv.layers.size());
     char err[512] = "";
+    for (const auto & l : kv.layers) {
+        check_device(l.il, "K", l.k);
+        check_device(l.il, "V", l.v);
+    }
 
     bool partial_rope = false;
     for (const auto & l : kv.layers) {
