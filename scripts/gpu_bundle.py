@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from build_llama import cache_dir  # noqa: E402
 
-# Inside vendor/llama.cpp: what CMake needs for ggml (CPU + CUDA), llama, common and our tools.
+# Inside vendor/llama.cpp: what CMake needs for ggml (CPU + CUDA + RPC), llama, common and our tools.
 KEEP = ["CMakeLists.txt", "LICENSE", "cmake", "include", "src", "common", "vendor", "licenses", "tests", "tools",
         "scripts/ui-assets.cmake",
         "ggml/CMakeLists.txt", "ggml/cmake", "ggml/include", "ggml/src/ggml-cpu", "ggml/src/ggml-cuda"]
-SKIP_TOOLS = {"rpc", "tuning"}
+SKIP_TOOLS = {"tuning"}
 # The Python package around it (its wheel is built there by scikit-build-core, which the wheels below bring).
 PY_KEEP = ["pyproject.toml", "CMakeLists.txt", "README.md", "LICENSE.md", "llama_cpp", ".oscar-source-key"]
 WHEELS = ["cffi==2.1.1", "pycparser==3.12", "gguf==0.19.0", "diskcache==5.6.3", "scikit-build-core==1.1.2",
@@ -38,8 +38,8 @@ def wanted(rel: Path) -> bool:
     p = rel.parts
     if p[0] == "tools" and len(p) > 1 and p[1] in SKIP_TOOLS:
         return False
-    if p[:2] == ("ggml", "src"):  # files directly in ggml/src, and the CPU and CUDA backends only
-        return len(p) == 3 or p[2] in ("ggml-cpu", "ggml-cuda")
+    if p[:2] == ("ggml", "src"):  # files directly in ggml/src, and the CPU, CUDA and RPC backends only
+        return len(p) == 3 or p[2] in ("ggml-cpu", "ggml-cuda", "ggml-rpc")
     return any(rel == Path(k) or Path(k) in rel.parents for k in KEEP)
 
 

@@ -11,7 +11,8 @@
 #      waits (up to 9 minutes a call) and returns results.tar.gz and pipeline.log in $OUT.
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
-# PIPELINE_STAGES (default "build check e2e bench") picks stages ("doors": llama-perplexity with only the cache
+# PIPELINE_STAGES (default "build check e2e bench") picks stages ("rpc": every layer on a CUDA ggml-rpc-server,
+# issue 16; "doors": llama-perplexity with only the cache
 # type, streams vs unified vs no tier, issue 13; ("attn": the attention kernels alone; "tiereval", "tierbench",
 # "tiercpu": the f16 tier's eval, GPU and CPU decode speed (issue 4); "calib", "calibbench": the calibrated eval and
 # the calibration's speed cost (issue 5); "probe": the
@@ -64,6 +65,30 @@ stage_doors() {  # issue 13 on the GPU: llama-perplexity with only -ctk/-ctv osc
           echo "| \`$args\` | $(grep -oE 'Mean PPL\(Q\) *: *[0-9.]+' $res/doors.log | grep -oE '[0-9.]+$') | $(grep -oE 'Mean +KLD: +[0-9.]+' $res/doors.log | grep -oE '[0-9.]+$') |"
       done; } > $res/gpu-doors.md
     cat $res/gpu-doors.md | tee -a $W/pipeline.log
+}
+
+stage_rpc() {  # issue 16 on one GPU: every layer on a CUDA ggml-rpc-server on this machine (-dev RPC0), against the
+    # same cache on the local CUDA0 (needs the feed call)
+    for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+    [ -f $W/prose.txt ] || python3 -c "from oscar_gguf.corpus import load_corpus; open('$W/prose.txt', 'w').write(load_corpus('eval').text[:60000])"
+    $bin/ggml-rpc-server -H 127.0.0.1 -p 50052 -d CUDA0 > $res/rpc-server.log 2>&1 &
+    local pid=$!
+    sleep 3
+    local ppl="$bin/llama-perplexity -m $W/smollm2.gguf -f $W/prose.txt -c 512 --chunks 8 -ngl 99 -v"
+    { echo "| llama-perplexity, SmolLM2, 8 chunks of 512 | KV buffer | PPL | KLD vs the same cache on local CUDA0 | same top |"
+      echo "|---|---|---|---|---|"
+      for t in f16 q4_0 oscar2 oscar3; do
+          $ppl -ctk $t -ctv $t -dev CUDA0 --kl-divergence-base $W/rpc-$t.kld > $res/rpc-local-$t.log 2>&1
+          $ppl -ctk $t -ctv $t --rpc 127.0.0.1:50052 -dev RPC0 --kl-divergence-base $W/rpc-$t.kld --kl-divergence \
+              > $res/rpc-$t.log 2>&1
+          echo "| \`-ctk $t -ctv $t\` | $(grep -oE '[^ ]+ KV buffer size' $res/rpc-$t.log | head -1 | cut -d' ' -f1) |" \
+               "$(grep -oE 'Mean PPL\(Q\) *: *[0-9.]+' $res/rpc-$t.log | grep -oE '[0-9.]+$') |" \
+               "$(grep -oE 'Mean +KLD: +-?[0-9.]+' $res/rpc-$t.log | grep -oE '[-0-9.]+$') |" \
+               "$(grep -oE 'Same top p: +[0-9.]+' $res/rpc-$t.log | grep -oE '[0-9.]+$') % |"
+      done; } > $res/gpu-rpc.md
+    kill $pid
+    cat $res/gpu-rpc.md | tee -a $W/pipeline.log
 }
 
 stage_upstream() {  # upstream's own cases for the ops our patches touch, upstream types: nothing of theirs may regress
