@@ -12,7 +12,7 @@
 # Pipeline: CUDA build (scripts/build_llama.py --source --offline) -> test-backend-ops -b CUDA0 -p oscar ->
 # scripts/gpu_e2e.py (greedy CPU vs GPU, eval) -> Llama-3.1-8B-shaped benchmark (oscar-gguf bench --attention).
 # PIPELINE_STAGES (default "build check e2e bench") picks stages ("rpc": every layer on a CUDA ggml-rpc-server,
-# issue 16; "doors": llama-perplexity with only the cache
+# issue 16; "multigpu": issue 16 on two GPUs, kind nvidia-h200-x2; "doors": llama-perplexity with only the cache
 # type, streams vs unified vs no tier, issue 13; ("attn": the attention kernels alone; "tiereval", "tierbench",
 # "tiercpu": the f16 tier's eval, GPU and CPU decode speed (issue 4); "calib", "calibbench": the calibrated eval and
 # the calibration's speed cost (issue 5); "probe": the
@@ -89,6 +89,43 @@ stage_rpc() {  # issue 16 on one GPU: every layer on a CUDA ggml-rpc-server on t
       done; } > $res/gpu-rpc.md
     kill $pid
     cat $res/gpu-rpc.md | tee -a $W/pipeline.log
+}
+
+stage_multigpu() {  # issue 16 on two GPUs (kind nvidia-h200-x2; needs the feed call): test-backend-ops on each GPU,
+    # -sm layer and -sm row against one GPU, decode speed across both, the largest context per type
+    for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $res/gpu.txt
+    for d in CUDA0 CUDA1; do
+        $bin/test-backend-ops -b $d -p oscar > $res/test-backend-ops-$d.log 2>&1
+        log "test-backend-ops -b $d rc=$?"
+    done
+    [ -f $W/prose.txt ] || python3 -c "from oscar_gguf.corpus import load_corpus; open('$W/prose.txt', 'w').write(load_corpus('eval').text[:60000])"
+    local ppl="$bin/llama-perplexity -m $W/smollm2.gguf -f $W/prose.txt -c 512 --chunks 8 -ngl 99 -v"
+    { echo "| llama-perplexity, SmolLM2, 8 chunks of 512 | split | KV buffers | PPL | KLD vs one GPU | same top |"
+      echo "|---|---|---|---|---|---|"
+      for t in f16 oscar2 oscar3; do
+          $ppl -ctk $t -ctv $t -dev CUDA0 --kl-divergence-base $W/mg-$t.kld > $res/mg-one-$t.log 2>&1
+          for sm in layer row; do
+              $ppl -ctk $t -ctv $t -dev CUDA0,CUDA1 -sm $sm --kl-divergence-base $W/mg-$t.kld --kl-divergence \
+                  > $res/mg-$sm-$t.log 2>&1
+              echo "| \`-ctk $t -ctv $t\` | $sm | $(grep -oE '[^ ]+ KV buffer size' $res/mg-$sm-$t.log | cut -d' ' -f1 | sort -u | tr '\n' ' ') |" \
+                   "$(grep -oE 'Mean PPL\(Q\) *: *[0-9.]+' $res/mg-$sm-$t.log | grep -oE '[0-9.]+$') |" \
+                   "$(grep -oE 'Mean +KLD: +-?[0-9.]+' $res/mg-$sm-$t.log | grep -oE '[-0-9.]+$') |" \
+                   "$(grep -oE 'Same top p: +[0-9.]+' $res/mg-$sm-$t.log | grep -oE '[0-9.]+$') % |"
+          done
+      done; } > $res/gpu-multigpu.md
+    cat $res/gpu-multigpu.md | tee -a $W/pipeline.log
+    [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
+    for t in f16 q4_0 oscar2 oscar3; do
+        for devs in CUDA0 CUDA0,CUDA1; do
+            $bin/llama-bench -m $W/llama8b.gguf -ngl 99 -fa 1 -dev $devs -sm layer -ctk $t -ctv $t -p 0 -n 32 -r 2 \
+                -d 4096,32768,131072 -o json > $res/mg-bench-$t-${devs/,/+}.json 2> $res/mg-bench-$t-${devs/,/+}.log
+            log "llama-bench $t on $devs rc=$?"
+        done
+    done
+    for t in f16 q4_0 oscar3 oscar2; do python3 scripts/gpu_fit_ctx.py $W/llama8b.gguf $res/mg-fit-$t.json --types $t \
+        > $res/mg-fit-$t.log 2>&1; log "fit $t: $(tail -1 $res/mg-fit-$t.log)"; done
 }
 
 stage_upstream() {  # upstream's own cases for the ops our patches touch, upstream types: nothing of theirs may regress
