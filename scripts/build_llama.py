@@ -199,10 +199,13 @@ def build_wheel(python: str, src: Path, cuda: bool, jobs: int, stamp: dict, offl
     which also builds the tools. The stamp goes into the package first, so the wheel carries it."""
     out = cache_dir() / "wheels" / stamp["build_key"][:16]
     found = sorted(out.glob("llama_cpp_python-*.whl"))
-    if found and all((Path(stamp["build_dir"]) / "bin" / t).exists() for t in TOOLS):
-        return found[0]
     build = Path(stamp["build_dir"])
+    built = build / ".oscar-build-key"  # the tools linked into the venv come from this tree: it must be this build's
+    if found and built.exists() and built.read_text() == stamp["build_key"] and \
+            all((build / "bin" / t).exists() for t in TOOLS):
+        return found[0]
     build.mkdir(parents=True, exist_ok=True)
+    built.unlink(missing_ok=True)
     (src / "llama_cpp" / "oscar-build.json").write_text(json.dumps(stamp, indent=2))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -219,6 +222,7 @@ def build_wheel(python: str, src: Path, cuda: bool, jobs: int, stamp: dict, offl
     wheel = next(tmp.glob("llama_cpp_python-*.whl"))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
+    built.write_text(stamp["build_key"])
     return out / wheel.name
 
 
@@ -295,7 +299,9 @@ def main() -> int:
                                 + (os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT) if a.cuda else "")).encode()).hexdigest()
     old = installed_stamp(a.python)
     build_dir = cache_dir() / "build" / ("wheel-cuda" if a.cuda else "wheel-cpu")
-    if old and old.get("build_key") == build_key and all((build_dir / "bin" / t).exists() for t in TOOLS):
+    built = build_dir / ".oscar-build-key"
+    if old and old.get("build_key") == build_key and built.exists() and built.read_text() == build_key and \
+            all((build_dir / "bin" / t).exists() for t in TOOLS):
         print(f"[oscar-gguf] patched llama.cpp is up to date (build {build_key[:12]})", flush=True)
         return 0
     try:
