@@ -1,9 +1,9 @@
 """The installed patched llama.cpp: build identity, type names, and test-backend-ops for the OScaR cases."""
 import re
 import subprocess
-from pathlib import Path
 
 from oscar_gguf import cli, info
+from processes import tool
 
 
 def test_info_names_commit_types_and_backends(capsys):
@@ -21,8 +21,8 @@ def test_ggml_knows_our_types():
 
 
 def test_backend_ops_oscar_cases_pass_on_cpu():
-    binary = Path(info.build_stamp()["build_dir"]) / "bin" / "test-backend-ops"
-    r = subprocess.run([str(binary), "-b", "CPU", "-p", "oscar"], capture_output=True, text=True, timeout=900)
+    r = subprocess.run([str(tool("test-backend-ops")), "-b", "CPU", "-p", "oscar"], capture_output=True, text=True,
+                       timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     passed, total = map(int, re.search(r"(\d+)/(\d+) tests passed", r.stdout).groups())
     assert passed == total >= 400

@@ -168,12 +168,11 @@ def test_uncalibrated_model_gets_a_notice(smollm2_path, capsys):
 
 
 def test_llama_cpp_tools_take_the_calibration_flag(smollm2_calibrated, tmp_path):
-    from oscar_gguf import info
+    from processes import tool
 
-    tool = Path(info.build_stamp()["build_dir"]) / "bin" / "llama-perplexity"
     text = tmp_path / "prose.txt"
     text.write_text(load_corpus("eval").text[:20000])
-    cmd = [str(tool), "-m", str(smollm2_calibrated), "-f", str(text), "-c", "128", "-b", "128", "--chunks", "1",
+    cmd = [str(tool("llama-perplexity")), "-m", str(smollm2_calibrated), "-f", str(text), "-c", "128", "-b", "128", "--chunks", "1",
            "-t", "2", "-ctk", "oscar3", "-ctv", "oscar3", "-v"]
     on = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     off = subprocess.run(cmd + ["--oscar-calib", "off"], capture_output=True, text=True, timeout=600)

@@ -12,17 +12,14 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from oscar_gguf import info, load
+from oscar_gguf import load
 from oscar_gguf.cacheinfo import CacheInfo
 from oscar_gguf.corpus import load_corpus
 from oscar_gguf.evaluate import compare
 from oscar_gguf.models import resolve
+from processes import tool
 
 CTX, CHUNKS = 512, 4
-
-
-def tool(name: str) -> Path:
-    return Path(info.build_stamp()["build_dir"]) / "bin" / name
 
 
 def test_plain_llama_cpp_python_gets_the_default_cache():

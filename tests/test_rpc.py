@@ -7,53 +7,32 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
-from oscar_gguf import info
 from oscar_gguf.corpus import load_corpus
 from oscar_gguf.models import resolve
+from processes import free_port, running, tool
 
 CTX, CHUNKS = 512, 2
 
 
-def tool(name: str) -> Path:
-    return Path(info.build_stamp()["build_dir"]) / "bin" / name
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def listening(port: int) -> bool:  # (an rpc-server closes a connection that sends no hello)
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 @contextmanager
 def rpc_server(binary: Path, log: Path):
-    """One rpc-server on 127.0.0.1 (2 threads); yields its endpoint, and stops it by PID."""
+    """One rpc-server on 127.0.0.1 (2 threads); yields its endpoint."""
     port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port), "-t", "2"], stdout=out,
-                                stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 60
-            while True:  # listening (it closes a connection that sends no hello)
-                assert proc.poll() is None and time.time() < deadline, log.read_text()
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with running([str(binary), "-H", "127.0.0.1", "-p", str(port), "-t", "2"], log, lambda: listening(port), 60):
+        yield f"127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -5,58 +5,35 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import pytest
 
-from oscar_gguf import info
 from oscar_gguf.models import resolve
+from processes import free_port, running, tool
 
 QUESTIONS = ["Name three rivers.", "What is the capital of France?", "Give me a word that rhymes with cat.",
              "How many legs does a spider have?"]
 MAX_TOKENS = 24
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def server(cmd: list[str], port: int, log: Path, env: dict | None = None):
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+def serves(port: int) -> Callable[[], bool]:
+    def ready() -> bool:
         try:
-            deadline = time.time() + 180
-            while True:
-                if proc.poll() is not None:
-                    raise AssertionError(f"server exited ({proc.returncode}): {log.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.time() > deadline:
-                    raise AssertionError(f"server did not come up: {log.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    return ready
+
+
+def server(cmd: list[str], port: int, log: Path, env: dict | None = None):
+    return running(cmd, log, serves(port), 180, env)
 
 
 def client(port: int):
@@ -73,8 +50,7 @@ def ask(c, question: str) -> str:
 
 def test_llama_server_with_only_the_cache_type(tmp_path):
     port = free_port()
-    tool = Path(info.build_stamp()["build_dir"]) / "bin" / "llama-server"
-    cmd = [str(tool), "-m", str(resolve("smollm2")), "-ctk", "oscar2", "-ctv", "oscar2", "-np", "4", "-c", "4096",
+    cmd = [str(tool("llama-server")), "-m", str(resolve("smollm2")), "-ctk", "oscar2", "-ctv", "oscar2", "-np", "4", "-c", "4096",
            "-t", "2", "--host", "127.0.0.1", "--port", str(port), "-v"]
     with server(cmd, port, tmp_path / "server.log"):
         c = client(port)
@@ -171,8 +147,7 @@ def test_llama_server_distributions_are_plain_llamas(tmp_path):
     prompt = vocab.tokenize(load_corpus("eval").text[:6000].encode(), add_bos=True)[:900]
     vocab.close()
     port = free_port()
-    tool = Path(info.build_stamp()["build_dir"]) / "bin" / "llama-server"
-    cmd = [str(tool), "-m", str(resolve("smollm2")), "-ctk", "oscar2", "-ctv", "oscar2", "-np", "2", "-c", "4096",
+    cmd = [str(tool("llama-server")), "-m", str(resolve("smollm2")), "-ctk", "oscar2", "-ctv", "oscar2", "-np", "2", "-c", "4096",
            "-t", "2", "--host", "127.0.0.1", "--port", str(port)]
     with server(cmd, port, tmp_path / "server.log"):
         gen, top = server_top_logprobs(port, prompt, 32, 20)

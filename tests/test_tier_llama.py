@@ -109,14 +109,12 @@ def test_bad_tier_values():
 def test_llama_cpp_tools_take_the_tier_flags(tmp_path, tokens):
     """--oscar-sinks/--oscar-window next to -ctk/-ctv (patches/0006, common/arg.cpp) reach the cache."""
     import subprocess
-    from pathlib import Path
 
-    from oscar_gguf import info
+    from processes import tool
 
-    tool = Path(info.build_stamp()["build_dir"]) / "bin" / "llama-perplexity"
     text = tmp_path / "prose.txt"
     text.write_text(load_corpus("eval").text[:20000])
-    cmd = [str(tool), "-m", str(resolve("smollm2")), "-f", str(text), "-c", "128", "-b", "128", "--chunks", "2", "-t", "2",
+    cmd = [str(tool("llama-perplexity")), "-m", str(resolve("smollm2")), "-f", str(text), "-c", "128", "-b", "128", "--chunks", "2", "-t", "2",
            "-ctk", "oscar2", "-ctv", "oscar2", "-v"]
     r = subprocess.run(cmd + ["--oscar-sinks", "1", "--oscar-window", "32"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
