@@ -194,18 +194,23 @@ def cmake_args(cuda: bool, tools: bool) -> list[str]:
     return args + os.environ.get("OSCAR_CMAKE_ARGS", "").split()
 
 
+def tree_has(build: Path, key: str) -> bool:
+    """Whether the build tree holds build `key` and all its tools (the tools linked into the venv come from it, so
+    it must be this build's, not another checkout's)."""
+    built = build / ".oscar-build-key"
+    return built.exists() and built.read_text() == key and all((build / "bin" / t).exists() for t in TOOLS)
+
+
 def build_wheel(python: str, src: Path, cuda: bool, jobs: int, stamp: dict, offline: bool) -> Path:
     """pip wheel of the patched tree (its scikit-build-core backend, no build isolation) in a persistent build tree,
     which also builds the tools. The stamp goes into the package first, so the wheel carries it."""
     out = cache_dir() / "wheels" / stamp["build_key"][:16]
     found = sorted(out.glob("llama_cpp_python-*.whl"))
     build = Path(stamp["build_dir"])
-    built = build / ".oscar-build-key"  # the tools linked into the venv come from this tree: it must be this build's
-    if found and built.exists() and built.read_text() == stamp["build_key"] and \
-            all((build / "bin" / t).exists() for t in TOOLS):
+    if found and tree_has(build, stamp["build_key"]):
         return found[0]
     build.mkdir(parents=True, exist_ok=True)
-    built.unlink(missing_ok=True)
+    (build / ".oscar-build-key").unlink(missing_ok=True)
     (src / "llama_cpp" / "oscar-build.json").write_text(json.dumps(stamp, indent=2))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -222,7 +227,7 @@ def build_wheel(python: str, src: Path, cuda: bool, jobs: int, stamp: dict, offl
     wheel = next(tmp.glob("llama_cpp_python-*.whl"))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-    built.write_text(stamp["build_key"])
+    (build / ".oscar-build-key").write_text(stamp["build_key"])
     return out / wheel.name
 
 
@@ -299,9 +304,7 @@ def main() -> int:
                                 + (os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT) if a.cuda else "")).encode()).hexdigest()
     old = installed_stamp(a.python)
     build_dir = cache_dir() / "build" / ("wheel-cuda" if a.cuda else "wheel-cpu")
-    built = build_dir / ".oscar-build-key"
-    if old and old.get("build_key") == build_key and built.exists() and built.read_text() == build_key and \
-            all((build_dir / "bin" / t).exists() for t in TOOLS):
+    if old and old.get("build_key") == build_key and tree_has(build_dir, build_key):
         print(f"[oscar-gguf] patched llama.cpp is up to date (build {build_key[:12]})", flush=True)
         return 0
     try:
