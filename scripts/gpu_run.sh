@@ -23,6 +23,14 @@ W=/root/oscar-gpu
 export OSCAR_GGUF_CACHE=$W/cache PYTHONUNBUFFERED=1
 res=$W/results
 log() { echo "[$(date +%T)] $*" | tee -a $W/pipeline.log; }
+prose() {  # the evaluation prose the llama-perplexity stages read
+    [ -f $W/prose.txt ] || python3 -c "from oscar_gguf.corpus import load_corpus; open('$W/prose.txt', 'w').write(load_corpus('eval').text[:60000])"
+}
+kld_cols() {  # "PPL | KLD | same top %" of a llama-perplexity --kl-divergence log
+    echo "$(grep -oE 'Mean PPL\(Q\) *: *[0-9.]+' $1 | grep -oE '[0-9.]+$') |" \
+         "$(grep -oE 'Mean +KLD: +-?[0-9.]+' $1 | grep -oE '[-0-9.]+$') |" \
+         "$(grep -oE 'Same top p: +[0-9.]+' $1 | grep -oE '[0-9.]+$') % |"
+}
 
 stage_build() {
     OSCAR_CUDA_ARCHS=${ARCHS:-90} python3 scripts/build_llama.py --python python3 --cuda --offline \
@@ -54,7 +62,7 @@ stage_doors() {  # issue 13 on the GPU: llama-perplexity with only -ctk/-ctv osc
     # a stream per sequence (n_seq 4) against unified and against no tier (needs the feed call)
     for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
     local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
-    python3 -c "from oscar_gguf.corpus import load_corpus; open('$W/prose.txt', 'w').write(load_corpus('eval').text[:60000])"
+    prose
     CUDA_VISIBLE_DEVICES= python3 scripts/gpu_cli.py calibrate $W/smollm2.gguf $W/smollm2-cal.gguf > $res/doors-calibrate.log 2>&1
     local ppl="$bin/llama-perplexity -m $W/smollm2-cal.gguf -f $W/prose.txt -c 512 --chunks 8 -ngl 99"
     $ppl --kl-divergence-base $W/f16.kld > $res/doors-f16.log 2>&1
@@ -71,7 +79,7 @@ stage_rpc() {  # issue 16 on one GPU: every layer on a CUDA ggml-rpc-server on t
     # same cache on the local CUDA0 (needs the feed call)
     for _ in $(seq 600); do [ -f $W/fed ] && break; sleep 1; done
     local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
-    [ -f $W/prose.txt ] || python3 -c "from oscar_gguf.corpus import load_corpus; open('$W/prose.txt', 'w').write(load_corpus('eval').text[:60000])"
+    prose
     $bin/ggml-rpc-server -H 127.0.0.1 -p 50052 -d CUDA0 > $res/rpc-server.log 2>&1 &
     local pid=$!
     sleep 3
@@ -83,9 +91,7 @@ stage_rpc() {  # issue 16 on one GPU: every layer on a CUDA ggml-rpc-server on t
           $ppl -ctk $t -ctv $t --rpc 127.0.0.1:50052 -dev RPC0 --kl-divergence-base $W/rpc-$t.kld --kl-divergence \
               > $res/rpc-$t.log 2>&1
           echo "| \`-ctk $t -ctv $t\` | $(grep -oE '[^ ]+ KV buffer size' $res/rpc-$t.log | head -1 | cut -d' ' -f1) |" \
-               "$(grep -oE 'Mean PPL\(Q\) *: *[0-9.]+' $res/rpc-$t.log | grep -oE '[0-9.]+$') |" \
-               "$(grep -oE 'Mean +KLD: +-?[0-9.]+' $res/rpc-$t.log | grep -oE '[-0-9.]+$') |" \
-               "$(grep -oE 'Same top p: +[0-9.]+' $res/rpc-$t.log | grep -oE '[0-9.]+$') % |"
+               "$(kld_cols $res/rpc-$t.log)"
       done; } > $res/gpu-rpc.md
     kill $pid
     cat $res/gpu-rpc.md | tee -a $W/pipeline.log
@@ -100,7 +106,7 @@ stage_multigpu() {  # issue 16 on two GPUs (kind nvidia-h200-x2; needs the feed 
         $bin/test-backend-ops -b $d -p oscar > $res/test-backend-ops-$d.log 2>&1
         log "test-backend-ops -b $d rc=$?"
     done
-    [ -f $W/prose.txt ] || python3 -c "from oscar_gguf.corpus import load_corpus; open('$W/prose.txt', 'w').write(load_corpus('eval').text[:60000])"
+    prose
     local ppl="$bin/llama-perplexity -m $W/smollm2.gguf -f $W/prose.txt -c 512 --chunks 8 -ngl 99 -v"
     { echo "| llama-perplexity, SmolLM2, 8 chunks of 512 | split | KV buffers | PPL | KLD vs one GPU | same top |"
       echo "|---|---|---|---|---|---|"
@@ -110,9 +116,7 @@ stage_multigpu() {  # issue 16 on two GPUs (kind nvidia-h200-x2; needs the feed 
               $ppl -ctk $t -ctv $t -dev CUDA0,CUDA1 -sm $sm --kl-divergence-base $W/mg-$t.kld --kl-divergence \
                   > $res/mg-$sm-$t.log 2>&1
               echo "| \`-ctk $t -ctv $t\` | $sm | $(grep -oE '[^ ]+ KV buffer size' $res/mg-$sm-$t.log | cut -d' ' -f1 | sort -u | tr '\n' ' ') |" \
-                   "$(grep -oE 'Mean PPL\(Q\) *: *[0-9.]+' $res/mg-$sm-$t.log | grep -oE '[0-9.]+$') |" \
-                   "$(grep -oE 'Mean +KLD: +-?[0-9.]+' $res/mg-$sm-$t.log | grep -oE '[-0-9.]+$') |" \
-                   "$(grep -oE 'Same top p: +[0-9.]+' $res/mg-$sm-$t.log | grep -oE '[0-9.]+$') % |"
+                   "$(kld_cols $res/mg-$sm-$t.log)"
           done
       done; } > $res/gpu-multigpu.md
     cat $res/gpu-multigpu.md | tee -a $W/pipeline.log
