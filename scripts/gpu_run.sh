@@ -92,7 +92,9 @@ stage_rpc() {  # issue 16 on one GPU: every layer on a CUDA ggml-rpc-server on t
               > $res/rpc-$t.log 2>&1
           echo "| \`-ctk $t -ctv $t\` | $(grep -oE '[^ ]+ KV buffer size' $res/rpc-$t.log | head -1 | cut -d' ' -f1) |" \
                "$(kld_cols $res/rpc-$t.log)"
-      done; } > $res/gpu-rpc.md
+      done
+      echo; echo "Effective bits at context 512 with the default tier: f16 16.00, q4_0 4.50, oscar2 6.28, oscar3 7.28."
+      } > $res/gpu-rpc.md
     kill $pid
     cat $res/gpu-rpc.md | tee -a $W/pipeline.log
 }
