@@ -120,7 +120,9 @@ stage_multigpu() {  # issue 16 on two GPUs (kind nvidia-h200-x2; needs the feed 
               echo "| \`-ctk $t -ctv $t\` | $sm | $(grep -oE '[^ ]+ KV buffer size' $res/mg-$sm-$t.log | cut -d' ' -f1 | sort -u | tr '\n' ' ') |" \
                    "$(kld_cols $res/mg-$sm-$t.log)"
           done
-      done; } > $res/gpu-multigpu.md
+      done
+      echo; echo "Effective bits at context 512 with the default tier: f16 16.00, oscar2 6.28, oscar3 7.28."
+      } > $res/gpu-multigpu.md
     cat $res/gpu-multigpu.md | tee -a $W/pipeline.log
     [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
     for t in f16 q4_0 oscar2 oscar3; do
