@@ -46,25 +46,36 @@ void   oscar2_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx
 void   oscar3_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc);
 void   oscar4_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc);
 
-// Attention of one query row over several K/V sources with one softmax (oscar_attn.c): the main cache and the
-// f16 tier of protected tokens. The function types are ggml's vec_dot and to_float shapes.
-typedef void (*oscar_vec_dot_fn)(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc);
+// Attention over several K/V sources with one softmax (oscar_attn.c): the main cache and the f16 tier of protected
+// tokens. The function type is ggml's to_float shape.
 typedef void (*oscar_to_float_fn)(const void * x, float * y, int64_t n);
 typedef struct {
     const char *      k;           // n rows of dk elements, nbk bytes apart
     const char *      v;           // n rows of the output's dv elements, nbv bytes apart
     const uint16_t *  mask;        // n fp16 additive mask values (NULL: none); -inf skips the row
-    int64_t           n, dk;
+    int64_t           n;
     size_t            nbk, nbv;
-    oscar_vec_dot_fn  kq;          // K row . q
-    const void *      q;           // the query in kq's vec_dot type
+    oscar_to_float_fn k_to_float;  // NULL: K rows are float32
     oscar_to_float_fn v_to_float;  // NULL: V rows are float32
 } oscar_attn_src;
-// out[dv] = sum_rows softmax(l) v, with l = scale * K.q (softcap != 0: softcap * tanh(scale * K.q / softcap))
-// + slope * mask, over the rows of all nsrc sources; sink (NULL: none) is one more logit with a zero value.
-// All rows masked: out = 0. vrow is scratch for dv floats.
-void oscar_attn_row(const oscar_attn_src * src, int nsrc, int64_t dv, float scale, float softcap, float slope,
-                    const float * sink, float * out, float * vrow);
+// How many query heads are done together: those of one KV head, when K and V have the same heads and neither
+// mask differs by head; else 1.
+int oscar_attn_group(int64_t n_head, int64_t n_head_k, int64_t n_head_v, int64_t mask_heads, int64_t mask2_heads);
+// The part of g query rows that read the same K/V rows (query heads h0 .. h0 + g - 1 of n_head) over the rows of
+// the nsrc sources: part[j (2 + dv) + ...] = M, S, sum_rows e^(l - M) v, with l = scale * K.q_j (softcap != 0:
+// softcap * tanh(scale * K.q_j / softcap)) + slope_j * mask, slope_j head h0 + j's ALiBi slope (ggml's; 1 when
+// max_bias is 0), M the largest l (-inf: no row), S = sum e^(l - M). q_j = q + j q_stride (float32, dk).
+// scratch: oscar_attn_scratch(dk, dv, g) floats; ggml-cpu's work buffer: oscar_attn_wsize floats (nth threads,
+// each with a part for every head, and its scratch).
+size_t oscar_attn_scratch(int64_t dk, int64_t dv, int g);
+size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int g, int nth);
+void oscar_attn_part(const oscar_attn_src * src, int nsrc, int g, const float * q, int64_t q_stride, int64_t dk,
+                     int64_t dv, float scale, float softcap, float max_bias, int64_t h0, int64_t n_head,
+                     float * part, float * scratch);
+// out[dv] = the softmax-weighted sum of one query row from nparts parts (part_stride floats apart) over disjoint
+// rows, with sink (NULL: none) one more logit with a zero value. All rows masked and no sink: out = 0.
+void oscar_attn_merge(const float * parts, int nparts, int64_t part_stride, int64_t dv, const float * sink,
+                      float * out);
 
 // The f16 tier's bookkeeping (oscar_tier.c). Sequence s owns slots [s (S + W), (s + 1)(S + W)); pos[slot] is the
 // position held there (-1: empty), shift[slot] the position change not yet applied to its K (RoPE shift).

@@ -1,5 +1,6 @@
-"""oscar_attn_row (native/oscar_attn.c), the CPU attention over the main OScaR cache and the f16 tier with one
-softmax, against NumPy on random and adversarial data."""
+"""oscar_attn_part / oscar_attn_merge (native/oscar_attn.c), the CPU attention over the main OScaR cache and the f16
+tier with one softmax, against NumPy on random and adversarial data: one query row, the query heads of a KV head
+together (each with its ALiBi slope), and the rows split into parts as ggml-cpu's threads split them."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,40 +25,53 @@ class Source:
             self.vb = self.v = np.ascontiguousarray(v, dtype=np.float32)
 
 
-def f32_dot(ffi):
-    @ffi.callback("oscar_vec_dot_fn")
-    def dot(n, s, bs, x, bx, y, by, nrc):
-        a = np.frombuffer(ffi.buffer(ffi.cast("float *", x), 4 * n), dtype=np.float32)
-        b = np.frombuffer(ffi.buffer(ffi.cast("float *", y), 4 * n), dtype=np.float32)
-        s[0] = float(np.dot(a.astype(np.float64), b))
-    return dot
+def attn_parts(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, max_bias=0.0, h0=0, n_head=None,
+               cuts=()) -> np.ndarray:
+    """oscar_attn_part for the query rows q (g of them, one KV head), the sources' rows cut at the given points
+    into several parts (one per range, as ggml-cpu's threads split them): parts [len(cuts) + 1, g, 2 + DV]."""
+    ffi, lib = _native.lib()
+    q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.float32)
+    g, total = len(q), sum(c.n for c in sources)
+    keep = []  # buffers must outlive the call
+    bounds = [0, *cuts, total]
+    parts = np.empty((len(bounds) - 1, g, 2 + DV), dtype=np.float32)
+    scratch = np.empty(lib.oscar_attn_scratch(DK, DV, g), dtype=np.float32)
+    for pi, (r0, r1) in enumerate(zip(bounds[:-1], bounds[1:])):
+        src, off = ffi.new("oscar_attn_src[]", len(sources)), 0
+        for s, c in zip(src, sources):
+            lo, hi = min(max(r0 - off, 0), c.n), min(max(r1 - off, 0), c.n)
+            off += c.n
+            kb, vb = ffi.from_buffer("char[]", c.kb[lo:hi]), ffi.from_buffer("char[]", c.vb[lo:hi])
+            keep += [kb, vb]
+            s.k, s.v, s.n = kb, vb, hi - lo
+            s.nbk, s.nbv = c.kb.strides[0], c.vb.strides[0]
+            m = None if c.mask is None else np.ascontiguousarray(c.mask[lo:hi])
+            keep.append(m)
+            s.mask = ffi.NULL if m is None else ffi.cast("uint16_t *", ffi.from_buffer(m))
+            bits = c.kind[-1] if c.kind else None
+            s.k_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
+            s.v_to_float = s.k_to_float
+        lib.oscar_attn_part(src, len(sources), g, ffi.from_buffer("float[]", q), DK, DK, DV, scale, softcap,
+                            max_bias, h0, n_head or g, ffi.from_buffer("float[]", parts[pi]),
+                            ffi.from_buffer("float[]", scratch))
+    return parts
+
+
+def merge(parts: np.ndarray, sink=None) -> np.ndarray:
+    """oscar_attn_merge of each query row's parts: [g, DV]."""
+    ffi, lib = _native.lib()
+    out = np.empty((parts.shape[1], DV), dtype=np.float32)
+    sk = ffi.NULL if sink is None else ffi.new("float *", sink)
+    for j in range(parts.shape[1]):
+        p = np.ascontiguousarray(parts[:, j])
+        lib.oscar_attn_merge(ffi.from_buffer("float[]", p), len(p), 2 + DV, DV, sk, ffi.from_buffer("float[]", out[j]))
+    return out
 
 
 def attn_row(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, slope=1.0, sink=None) -> np.ndarray:
-    ffi, lib = _native.lib()
-    keep = []  # buffers and callbacks must outlive the call
-    fdot = f32_dot(ffi)
-    qf = np.ascontiguousarray(q, dtype=np.float32)
-    src = ffi.new("oscar_attn_src[]", len(sources))
-    for s, c in zip(src, sources):
-        kb, vb = ffi.from_buffer("char[]", c.kb), ffi.from_buffer("char[]", c.vb)
-        keep += [kb, vb]
-        s.k, s.v, s.n, s.dk = kb, vb, c.n, DK
-        s.nbk, s.nbv = c.kb.strides[0], c.vb.strides[0]
-        s.mask = ffi.NULL if c.mask is None else ffi.cast("uint16_t *", ffi.from_buffer(c.mask))
-        keep.append(c.mask)
-        s.q = ffi.from_buffer("float[]", qf)
-        if c.kind:
-            bits = c.kind[-1]
-            s.kq = ffi.addressof(lib, f"oscar{bits}_vec_dot_f32")
-            s.v_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row")
-        else:
-            s.kq, s.v_to_float = fdot, ffi.NULL
-    out, vrow = np.empty(DV, dtype=np.float32), np.empty(DV, dtype=np.float32)
-    sk = ffi.NULL if sink is None else ffi.new("float *", sink)
-    lib.oscar_attn_row(src, len(sources), DV, scale, softcap, slope, sk, ffi.from_buffer("float[]", out),
-                       ffi.from_buffer("float[]", vrow))
-    return out
+    """One query row: the part of all rows, merged. slope != 1 goes in as the ALiBi slope of head 0 of 1."""
+    max_bias = 0.0 if slope == 1.0 else -float(np.log2(slope))  # head 0 of 1: slope = 2^-max_bias
+    return merge(attn_parts(q, sources, scale, softcap, max_bias), sink)[0]
 
 
 def reference(q, sources, scale=0.1, softcap=0.0, slope=1.0, sink=None) -> np.ndarray:
@@ -158,7 +172,7 @@ def fa_case(rng, kind, tier_type, d=128, n_head=6, n_head_kv=2, n_seq=2, n_q=3, 
     return c
 
 
-def fa_ggml(c, tier=True, scale=0.1, max_bias=0.0, softcap=0.0, sinks=False) -> np.ndarray:
+def fa_ggml(c, tier=True, scale=0.1, max_bias=0.0, softcap=0.0, sinks=False, threads=2) -> np.ndarray:
     from ggml_ops import F16, F32, Graph
 
     from oscar_gguf.kvtypes import kv_type
@@ -179,14 +193,13 @@ def fa_ggml(c, tier=True, scale=0.1, max_bias=0.0, softcap=0.0, sinks=False) -> 
             g.base.ggml_flash_attn_ext_add_tier(out, g.tensor(t2, c["k2"], (d, n_kv2, hkv, n_seq)),
                                                 g.tensor(t2, c["v2"], (d, n_kv2, hkv, n_seq)),
                                                 g.tensor(F16, c["mask2"], (n_kv2, n_q, 1, n_seq)))
-        return g.compute(out).reshape(n_seq, n_q, n_head, d)
+        return g.compute(out, threads).reshape(n_seq, n_q, n_head, d)
 
 
 def fa_numpy(c, scale=0.1, max_bias=0.0, softcap=0.0, sinks=False) -> np.ndarray:
     n_seq, n_head, n_q, d = c["q"].shape
     hkv = c["k"].shape[1]
-    # a f16 tier's K.Q runs in ggml's f16 dot: the query is rounded to f16 first
-    q2 = c["q"].astype(np.float16) if c["k2"].dtype == np.float16 else c["q"]
+    q2 = c["q"]  # the tier's K rows are widened to float32 and dotted with the float32 query
     n_head_log2 = 1 << int(np.floor(np.log2(n_head)))
     m0, m1 = 2.0 ** (-max_bias / n_head_log2), 2.0 ** (-(max_bias / 2) / n_head_log2)
     out = np.zeros((n_seq, n_q, n_head, d))
@@ -229,8 +242,62 @@ def test_ggml_flash_attn_tier_head_sizes(d):
     np.testing.assert_allclose(fa_ggml(c), fa_numpy(c), rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+@pytest.mark.parametrize("n_head,n_head_kv", [(6, 2), (4, 4), (8, 1)])
+@pytest.mark.parametrize("opts", [{}, {"softcap": 2.0, "sinks": True}, {"max_bias": 8.0}])
+def test_ggml_flash_attn_tier_decode(threads, n_head, n_head_kv, opts):
+    """One query row (decode): the threads split the K/V rows of both sources and merge their parts."""
+    c = fa_case(np.random.default_rng(threads * 7 + n_head), "oscar2", np.float16, n_head=n_head,
+                n_head_kv=n_head_kv, n_q=1, n_kv=150, n_kv2=33)
+    np.testing.assert_allclose(fa_ggml(c, threads=threads, **opts), fa_numpy(c, **opts), rtol=1e-4, atol=2e-5)
+
+
 def test_ggml_masked_tier_equals_plain_flash_attn():
     """A tier whose rows are all masked gives upstream's one-source result (same math, float rounding aside)."""
     c = fa_case(np.random.default_rng(5), "oscar3", np.float16)
     c["mask2"][:] = -np.inf
     np.testing.assert_allclose(fa_ggml(c, tier=True), fa_ggml(c, tier=False), rtol=1e-5, atol=1e-6)
+
+
+def alibi(max_bias: float, h: int, n_head: int) -> float:
+    """ggml's ALiBi slope of head h."""
+    if max_bias <= 0:
+        return 1.0
+    n2 = 1 << int(np.floor(np.log2(n_head)))
+    m0, m1 = 2.0 ** (-max_bias / n2), 2.0 ** (-(max_bias / 2.0) / n2)
+    return m0 ** (h + 1) if h < n2 else m1 ** (2 * (h - n2) + 1)
+
+
+@pytest.mark.parametrize("kind", ["oscar2", "oscar4"])
+@pytest.mark.parametrize("g,max_bias", [(3, 0.0), (4, 8.0), (8, 0.0)])
+def test_heads_of_a_kv_head_together(kind, g, max_bias):
+    """g query heads over the same K/V rows (decoded once for all) give each head's own attention."""
+    rng = np.random.default_rng(11 + g)
+    _, main, tier = random_case(rng, kind, n_main=150, n_tier=40)
+    q = rng.normal(0, 1, (g, DK))
+    for h0, n_head in ((0, g), (g, 3 * g)):  # the group's first head, among n_head
+        got = merge(attn_parts(q, [main, tier], 0.1, 0.0, max_bias, h0, n_head), sink=0.5)
+        for j in range(g):
+            want = reference(q[j], [main, tier], slope=alibi(max_bias, h0 + j, n_head), sink=0.5)
+            np.testing.assert_allclose(got[j], want, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("cuts", [(1,), (75,), (150,), (37, 150, 160), (0, 0, 190)])
+def test_parts_of_the_rows_merge_to_the_whole(cuts):
+    """The rows cut into parts (a part may hold none, or span the two sources) merge to the whole's result."""
+    rng = np.random.default_rng(5)
+    _, main, tier = random_case(rng, "oscar3", n_main=150, n_tier=40)
+    q = rng.normal(0, 1, (3, DK))
+    whole = merge(attn_parts(q, [main, tier]), sink=-1.0)
+    split = merge(attn_parts(q, [main, tier], cuts=cuts), sink=-1.0)
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+    for j in range(3):
+        np.testing.assert_allclose(whole[j], reference(q[j], [main, tier], sink=-1.0), rtol=2e-5, atol=2e-6)
+
+
+def test_group_size():
+    _, lib = _native.lib()
+    assert lib.oscar_attn_group(9, 3, 3, 1, 1) == 3
+    assert lib.oscar_attn_group(4, 1, 1, 1, 1) == 4
+    assert lib.oscar_attn_group(9, 3, 3, 9, 1) == 1  # a mask per head
+    assert lib.oscar_attn_group(8, 2, 4, 1, 1) == 1  # K and V with other heads
