@@ -52,7 +52,8 @@ typedef void (*oscar_to_float_fn)(const void * x, float * y, int64_t n);
 typedef struct {
     const char *      k;           // n rows of dk elements, nbk bytes apart
     const char *      v;           // n rows of the output's dv elements, nbv bytes apart
-    const uint16_t *  mask;        // n fp16 additive mask values (NULL: none); -inf skips the row
+    const uint16_t *  mask;        // fp16 additive mask values of query row i at mask + i mask_row (NULL: none);
+    int64_t           mask_row;    //   -inf: the row is not seen
     int64_t           n;
     size_t            nbk, nbv;
     oscar_to_float_fn k_to_float;  // NULL: K rows are float32
@@ -61,17 +62,20 @@ typedef struct {
 // How many query heads are done together: those of one KV head, when K and V have the same heads and neither
 // mask differs by head; else 1.
 int oscar_attn_group(int64_t n_head, int64_t n_head_k, int64_t n_head_v, int64_t mask_heads, int64_t mask2_heads);
-// The part of g query rows that read the same K/V rows (query heads h0 .. h0 + g - 1 of n_head) over the rows of
-// the nsrc sources: part[j (2 + dv) + ...] = M, S, sum_rows e^(l - M) v, with l = scale * K.q_j (softcap != 0:
-// softcap * tanh(scale * K.q_j / softcap)) + slope_j * mask, slope_j head h0 + j's ALiBi slope (ggml's; 1 when
-// max_bias is 0), M the largest l (-inf: no row), S = sum e^(l - M). q_j = q + j q_stride (float32, dk).
-// scratch: oscar_attn_scratch(dk, dv, g) floats; ggml-cpu's work buffer: oscar_attn_wsize floats (nth threads,
-// each with a part for every head, and its scratch).
-size_t oscar_attn_scratch(int64_t dk, int64_t dv, int g);
-size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int g, int nth);
-void oscar_attn_part(const oscar_attn_src * src, int nsrc, int g, const float * q, int64_t q_stride, int64_t dk,
-                     int64_t dv, float scale, float softcap, float max_bias, int64_t h0, int64_t n_head,
-                     float * part, float * scratch);
+// The part of nq query rows x g heads (heads h0 .. h0 + g - 1 of n_head, which read the same K/V rows) over the
+// rows of the nsrc sources, each K and V row decoded once for all: for query (i, j), part[(i g + j)(2 + dv) + ...]
+// = M, S, sum_rows e^(l - M) v, with l = scale * K.q (softcap != 0: softcap * tanh(scale * K.q / softcap)) +
+// slope_j * mask_i, slope_j the ALiBi slope of head h0 + j (ggml's; 1 when max_bias is 0), M the largest l (-inf:
+// none), S = sum e^(l - M); q of (i, j) at q + i q_row + j q_head (float32, dk). scratch: oscar_attn_scratch
+// floats; ggml-cpu's work buffer: oscar_attn_wsize floats (nth threads, each with the parts of max(heads, nq g)
+// queries and its scratch).
+// query rows per part in ggml-cpu's batches
+#define OSCAR_ATTN_QROWS 8
+size_t oscar_attn_scratch(int64_t dk, int64_t dv, int nq, int g);
+size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int nq, int g, int nth);
+void oscar_attn_part(const oscar_attn_src * src, int nsrc, int nq, int g, const float * q, int64_t q_row,
+                     int64_t q_head, int64_t dk, int64_t dv, float scale, float softcap, float max_bias, int64_t h0,
+                     int64_t n_head, float * part, float * scratch);
 // out[dv] = the softmax-weighted sum of one query row from nparts parts (part_stride floats apart) over disjoint
 // rows, with sink (NULL: none) one more logit with a zero value. All rows masked and no sink: out = 0.
 void oscar_attn_merge(const float * parts, int nparts, int64_t part_stride, int64_t dv, const float * sink,

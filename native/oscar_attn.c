@@ -106,19 +106,21 @@ int oscar_attn_group(int64_t n_head, int64_t n_head_k, int64_t n_head_v, int64_t
     return shared ? (int) (n_head / n_head_k) : 1;
 }
 
-size_t oscar_attn_scratch(int64_t dk, int64_t dv, int g) {  // K row, V row, logits, weights, slopes; cache lines
-    return ((size_t) (dk + dv + 2 * g * OSCAR_ATTN_TILE + g) + 15) / 16 * 16;
+size_t oscar_attn_scratch(int64_t dk, int64_t dv, int nq, int g) {  // K row, V row, logits, weights, slopes
+    return ((size_t) (dk + dv + 2 * nq * g * OSCAR_ATTN_TILE + g) + 15) / 16 * 16;  // whole cache lines
 }
 
-size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int g, int nth) {
-    return (size_t) nth * ((size_t) heads * (size_t) (2 + dv) + oscar_attn_scratch(dk, dv, g));
+size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int nq, int g, int nth) {
+    const int64_t parts = heads > nq * g ? heads : nq * g;
+    return (size_t) nth * ((size_t) parts * (size_t) (2 + dv) + oscar_attn_scratch(dk, dv, nq, g));
 }
 
-void oscar_attn_part(const oscar_attn_src * src, int nsrc, int g, const float * q, int64_t q_stride, int64_t dk,
-                     int64_t dv, float scale, float softcap, float max_bias, int64_t h0, int64_t n_head,
-                     float * part, float * scratch) {
-    float * krow = scratch, * vrow = krow + dk, * s = vrow + dv, * w = s + g * OSCAR_ATTN_TILE;
-    float * slope = w + g * OSCAR_ATTN_TILE;
+void oscar_attn_part(const oscar_attn_src * src, int nsrc, int nq, int g, const float * q, int64_t q_row,
+                     int64_t q_head, int64_t dk, int64_t dv, float scale, float softcap, float max_bias, int64_t h0,
+                     int64_t n_head, float * part, float * scratch) {
+    const int nqg = nq * g;  // query (i, j) = row i, head h0 + j: logits s[(i g + j) TILE + r], part (i g + j)
+    float * krow = scratch, * vrow = krow + dk, * s = vrow + dv, * w = s + nqg * OSCAR_ATTN_TILE;
+    float * slope = w + nqg * OSCAR_ATTN_TILE;
     const float kq_scale = softcap != 0.0f ? scale / softcap : scale;
     const uint32_t n_head_log2 = 1u << (uint32_t) floor(log2((double) n_head));  // ALiBi, as ggml does it
     const float m0 = powf(2.0f, -max_bias / n_head_log2), m1 = powf(2.0f, -(max_bias / 2.0f) / n_head_log2);
@@ -126,8 +128,8 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, int g, const float * 
         const int64_t h = h0 + j;
         slope[j] = max_bias > 0.0f ? (h < n_head_log2 ? powf(m0, h + 1) : powf(m1, 2 * (h - n_head_log2) + 1)) : 1.0f;
     }
-    for (int j = 0; j < g; j++) {
-        float * p = part + j * (2 + dv);
+    for (int u = 0; u < nqg; u++) {
+        float * p = part + u * (2 + dv);
         p[0] = -INFINITY;
         p[1] = 0.0f;
         memset(p + 2, 0, (size_t) dv * sizeof(float));
@@ -136,48 +138,54 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, int g, const float * 
         const oscar_attn_src * a = &src[t];
         for (int64_t i0 = 0; i0 < a->n; i0 += OSCAR_ATTN_TILE) {
             const int nt = (int) (a->n - i0 < OSCAR_ATTN_TILE ? a->n - i0 : OSCAR_ATTN_TILE);
-            uint32_t live = 0;  // bit r: row i0 + r is not masked
-            for (int r = 0; r < nt; r++) {  // the tile's logits, one K row decode for all g heads
-                const int64_t i = i0 + r;
-                const float mv = a->mask ? oscar_half_to_float(a->mask[i]) : 0.0f;
-                if (mv == -INFINITY) {
-                    for (int j = 0; j < g; j++) s[j * OSCAR_ATTN_TILE + r] = -INFINITY;
-                    continue;
-                }
-                live |= 1u << r;
-                const float * k = (const float *) (a->k + i * a->nbk);
-                if (a->k_to_float) {
-                    a->k_to_float(a->k + i * a->nbk, krow, dk);
-                    k = krow;
-                }
-                for (int j = 0; j < g; j++) {
-                    float l = dot(k, q + j * q_stride, dk) * kq_scale;
-                    if (softcap != 0.0f) {
-                        l = softcap * tanhf(l);
+            uint32_t live = 0;  // bit r: row i0 + r is seen by some query
+            for (int r = 0; r < nt; r++) {  // the tile's logits, one K row decode for all queries
+                const int64_t row = i0 + r;
+                const float * k = NULL;
+                for (int i = 0; i < nq; i++) {
+                    const float mv = a->mask ? oscar_half_to_float(a->mask[i * a->mask_row + row]) : 0.0f;
+                    float * si = s + i * g * OSCAR_ATTN_TILE + r;
+                    if (mv == -INFINITY) {
+                        for (int j = 0; j < g; j++) si[j * OSCAR_ATTN_TILE] = -INFINITY;
+                        continue;
                     }
-                    s[j * OSCAR_ATTN_TILE + r] = l + (mv != 0.0f ? slope[j] * mv : 0.0f);
+                    if (!k) {
+                        k = (const float *) (a->k + row * a->nbk);
+                        if (a->k_to_float) {
+                            a->k_to_float(a->k + row * a->nbk, krow, dk);
+                            k = krow;
+                        }
+                        live |= 1u << r;
+                    }
+                    for (int j = 0; j < g; j++) {
+                        float l = dot(k, q + i * q_row + j * q_head, dk) * kq_scale;
+                        if (softcap != 0.0f) {
+                            l = softcap * tanhf(l);
+                        }
+                        si[j * OSCAR_ATTN_TILE] = l + (mv != 0.0f ? slope[j] * mv : 0.0f);
+                    }
                 }
             }
             if (live == 0) {
                 continue;
             }
-            for (int j = 0; j < g; j++) {  // the running maximum moves once per tile
-                float * p = part + j * (2 + dv), * sj = s + j * OSCAR_ATTN_TILE, * wj = w + j * OSCAR_ATTN_TILE;
+            for (int u = 0; u < nqg; u++) {  // the running maximum moves once per tile
+                float * p = part + u * (2 + dv), * su = s + u * OSCAR_ATTN_TILE, * wu = w + u * OSCAR_ATTN_TILE;
                 float m = -INFINITY;
-                for (int r = 0; r < nt; r++) m = sj[r] > m ? sj[r] : m;
+                for (int r = 0; r < nt; r++) m = su[r] > m ? su[r] : m;
                 if (m > p[0]) {
                     const float f = expf(p[0] - m);  // 0 the first time
                     for (int64_t d = 0; d < dv; d++) p[2 + d] *= f;
                     p[1] *= f;
                     p[0] = m;
                 }
-                if (p[0] == -INFINITY) {  // every logit of this head so far is -inf
-                    memset(wj, 0, (size_t) nt * sizeof(float));
+                if (m == -INFINITY) {  // nothing of this tile for this query
+                    memset(wu, 0, (size_t) nt * sizeof(float));
                     continue;
                 }
-                p[1] += exp_tile(sj, p[0], wj, nt);
+                p[1] += exp_tile(su, p[0], wu, nt);
             }
-            for (int r = 0; r < nt; r++) {  // one V row decode for all g heads
+            for (int r = 0; r < nt; r++) {  // one V row decode for all queries
                 if (!(live >> r & 1u)) {
                     continue;
                 }
@@ -186,10 +194,10 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, int g, const float * 
                     a->v_to_float(a->v + (i0 + r) * a->nbv, vrow, dv);
                     v = vrow;
                 }
-                for (int j = 0; j < g; j++) {
-                    const float wr = w[j * OSCAR_ATTN_TILE + r];
+                for (int u = 0; u < nqg; u++) {
+                    const float wr = w[u * OSCAR_ATTN_TILE + r];
                     if (wr != 0.0f) {
-                        scale_add(part + j * (2 + dv) + 2, 1.0f, v, wr, dv);
+                        scale_add(part + u * (2 + dv) + 2, 1.0f, v, wr, dv);
                     }
                 }
             }

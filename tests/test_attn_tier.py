@@ -27,15 +27,16 @@ class Source:
 
 def attn_parts(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, max_bias=0.0, h0=0, n_head=None,
                cuts=()) -> np.ndarray:
-    """oscar_attn_part for the query rows q (g of them, one KV head), the sources' rows cut at the given points
-    into several parts (one per range, as ggml-cpu's threads split them): parts [len(cuts) + 1, g, 2 + DV]."""
+    """oscar_attn_part for the queries q [nq rows, g heads of one KV head, DK] (or [g, DK], or [DK]); a source's
+    mask may be [nq, n] (one per query row). The sources' rows are cut at the given points into several parts (one
+    per range, as ggml-cpu's threads split them): parts [len(cuts) + 1, nq g, 2 + DV]."""
     ffi, lib = _native.lib()
-    q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.float32)
-    g, total = len(q), sum(c.n for c in sources)
+    q = np.ascontiguousarray(q.reshape(-1, *q.shape[-2:]) if q.ndim == 3 else np.atleast_2d(q)[None], dtype=np.float32)
+    nq, g, total = q.shape[0], q.shape[1], sum(c.n for c in sources)
     keep = []  # buffers must outlive the call
     bounds = [0, *cuts, total]
-    parts = np.empty((len(bounds) - 1, g, 2 + DV), dtype=np.float32)
-    scratch = np.empty(lib.oscar_attn_scratch(DK, DV, g), dtype=np.float32)
+    parts = np.empty((len(bounds) - 1, nq * g, 2 + DV), dtype=np.float32)
+    scratch = np.empty(lib.oscar_attn_scratch(DK, DV, nq, g), dtype=np.float32)
     for pi, (r0, r1) in enumerate(zip(bounds[:-1], bounds[1:])):
         src, off = ffi.new("oscar_attn_src[]", len(sources)), 0
         for s, c in zip(src, sources):
@@ -45,14 +46,15 @@ def attn_parts(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, max
             keep += [kb, vb]
             s.k, s.v, s.n = kb, vb, hi - lo
             s.nbk, s.nbv = c.kb.strides[0], c.vb.strides[0]
-            m = None if c.mask is None else np.ascontiguousarray(c.mask[lo:hi])
+            m = None if c.mask is None else np.ascontiguousarray(np.broadcast_to(c.mask, (nq, c.n))[:, lo:hi])
             keep.append(m)
             s.mask = ffi.NULL if m is None else ffi.cast("uint16_t *", ffi.from_buffer(m))
+            s.mask_row = hi - lo
             bits = c.kind[-1] if c.kind else None
             s.k_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
             s.v_to_float = s.k_to_float
-        lib.oscar_attn_part(src, len(sources), g, ffi.from_buffer("float[]", q), DK, DK, DV, scale, softcap,
-                            max_bias, h0, n_head or g, ffi.from_buffer("float[]", parts[pi]),
+        lib.oscar_attn_part(src, len(sources), nq, g, ffi.from_buffer("float[]", q), g * DK, DK, DK, DV, scale,
+                            softcap, max_bias, h0, n_head or g, ffi.from_buffer("float[]", parts[pi]),
                             ffi.from_buffer("float[]", scratch))
     return parts
 
@@ -252,6 +254,13 @@ def test_ggml_flash_attn_tier_decode(threads, n_head, n_head_kv, opts):
     np.testing.assert_allclose(fa_ggml(c, threads=threads, **opts), fa_numpy(c, **opts), rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_ggml_flash_attn_tier_batch(threads):
+    """A batch of 20 query rows: blocks of OSCAR_ATTN_QROWS rows (and a short last block) x the heads of a KV head."""
+    c = fa_case(np.random.default_rng(threads), "oscar3", np.float16, n_head=8, n_head_kv=2, n_q=20, n_kv=77)
+    np.testing.assert_allclose(fa_ggml(c, threads=threads, sinks=True), fa_numpy(c, sinks=True), rtol=1e-4, atol=2e-5)
+
+
 def test_ggml_masked_tier_equals_plain_flash_attn():
     """A tier whose rows are all masked gives upstream's one-source result (same math, float rounding aside)."""
     c = fa_case(np.random.default_rng(5), "oscar3", np.float16)
@@ -301,3 +310,26 @@ def test_group_size():
     assert lib.oscar_attn_group(4, 1, 1, 1, 1) == 4
     assert lib.oscar_attn_group(9, 3, 3, 9, 1) == 1  # a mask per head
     assert lib.oscar_attn_group(8, 2, 4, 1, 1) == 1  # K and V with other heads
+
+
+def test_query_rows_and_heads_together():
+    """nq query rows (each with its own mask, as in a causal batch) x g heads over the same K/V rows."""
+    rng = np.random.default_rng(21)
+    nq, g = 5, 3
+    _, main, tier = random_case(rng, "oscar2", n_main=70, n_tier=20)
+    masks = {}
+    for c in (main, tier):
+        m = rng.normal(0, 1, (nq, c.n))
+        m[rng.random(m.shape) < 0.4] = -np.inf
+        m[1] = -np.inf  # a query row that sees nothing of this source
+        masks[id(c)] = c.mask = m.astype(np.float16)
+    q = rng.normal(0, 1, (nq, g, DK))
+    got = merge(attn_parts(q, [main, tier], max_bias=8.0, h0=3, n_head=12, cuts=(33,)), sink=0.25)
+    for i in range(nq):
+        rows = [Source.__new__(Source) for _ in range(2)]
+        for r, c in zip(rows, (main, tier)):
+            r.__dict__.update(c.__dict__)
+            r.mask = masks[id(c)][i]
+        for j in range(g):
+            want = reference(q[i, j], rows, slope=alibi(8.0, 3 + j, 12), sink=0.25)
+            np.testing.assert_allclose(got[i * g + j], want, rtol=2e-5, atol=2e-6)
