@@ -52,8 +52,7 @@ typedef void (*oscar_to_float_fn)(const void * x, float * y, int64_t n);
 typedef struct {
     const char *      k;           // n rows of dk elements, nbk bytes apart
     const char *      v;           // n rows of the output's dv elements, nbv bytes apart
-    const uint16_t *  mask;        // fp16 additive mask values of query row i at mask + i mask_row (NULL: none);
-    int64_t           mask_row;    //   -inf: the row is not seen
+    const uint16_t *  mask;        // n fp16 additive mask values of the query row (NULL: none); -inf: not seen
     int64_t           n;
     size_t            nbk, nbv;
     oscar_to_float_fn k_to_float;  // NULL: K rows are float32
@@ -62,24 +61,37 @@ typedef struct {
 // How many query heads are done together: those of one KV head, when K and V have the same heads and neither
 // mask differs by head; else 1.
 int oscar_attn_group(int64_t n_head, int64_t n_head_k, int64_t n_head_v, int64_t mask_heads, int64_t mask2_heads);
-// The part of nq query rows x g heads (heads h0 .. h0 + g - 1 of n_head, which read the same K/V rows) over the
-// rows of the nsrc sources, each K and V row decoded once for all: for query (i, j), part[(i g + j)(2 + dv) + ...]
-// = M, S, sum_rows e^(l - M) v, with l = scale * K.q (softcap != 0: softcap * tanh(scale * K.q / softcap)) +
-// slope_j * mask_i, slope_j the ALiBi slope of head h0 + j (ggml's; 1 when max_bias is 0), M the largest l (-inf:
-// none), S = sum e^(l - M); q of (i, j) at q + i q_row + j q_head (float32, dk). scratch: oscar_attn_scratch
-// floats; ggml-cpu's work buffer: oscar_attn_wsize floats (nth threads, each with the parts of max(heads, nq g)
-// queries and its scratch).
-// query rows per part in ggml-cpu's batches
-#define OSCAR_ATTN_QROWS 8
-size_t oscar_attn_scratch(int64_t dk, int64_t dv, int nq, int g);
-size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int nq, int g, int nth);
-void oscar_attn_part(const oscar_attn_src * src, int nsrc, int nq, int g, const float * q, int64_t q_row,
+// The rows one query row sees, as indices into the sources' rows taken in order (source 0's, then source 1's ...):
+// those whose mask is not -inf. Returns their count; rows has room for all.
+int64_t oscar_attn_visible(const oscar_attn_src * src, int nsrc, int32_t * rows);
+// The part of one query row x g heads (h0 .. h0 + g - 1 of n_head, which read the same K/V rows) over n of its
+// visible rows, each K and V row decoded once for all heads: for head j, part[j (2 + dv) + ...] = M, S,
+// sum_rows e^(l - M) v, with l = scale * K.q (softcap != 0: softcap * tanh(scale * K.q / softcap)) + slope_j * mask,
+// slope_j the ALiBi slope of head h0 + j (ggml's; 1 when max_bias is 0), M the largest l (-inf: none), S =
+// sum e^(l - M); q of head j at q + j q_head (float32, dk). scratch: oscar_attn_scratch floats. The arithmetic
+// depends only on the listed rows and their order.
+size_t oscar_attn_scratch(int64_t dk, int64_t dv, int g);
+void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows, int64_t n, int g, const float * q,
                      int64_t q_head, int64_t dk, int64_t dv, float scale, float softcap, float max_bias, int64_t h0,
                      int64_t n_head, float * part, float * scratch);
-// out[dv] = the softmax-weighted sum of one query row from nparts parts (part_stride floats apart) over disjoint
-// rows, with sink (NULL: none) one more logit with a zero value. All rows masked and no sink: out = 0.
+// One query's running sums acc = (M, S, o[dv]): begin with the sink (NULL: none; it is one more logit with a zero
+// value), fold in parts over disjoint rows, end with out[dv] = o / S (nothing seen and no sink: 0).
+void oscar_attn_begin(float * acc, int64_t dv, const float * sink);
+void oscar_attn_fold(float * acc, const float * part, int64_t dv);
+void oscar_attn_end(const float * acc, int64_t dv, float * out);
+// begin, fold nparts parts (part_stride floats apart) in their order, end; acc: 2 + dv floats of scratch.
 void oscar_attn_merge(const float * parts, int nparts, int64_t part_stride, int64_t dv, const float * sink,
-                      float * out);
+                      float * out, float * acc);
+// ggml-cpu's schedule (patches/0005). A query row's visible rows are cut into pieces of OSCAR_ATTN_CHUNK, one part
+// per piece, folded in order by every path: a query row then gets the same arithmetic under any thread count or
+// batch size, and rows masked for it (a padded cache, other sequences' cells, tier rows of an earlier batch) change
+// nothing. Restored states, llama-server's slots and prompts split into other batches give the same logits.
+#define OSCAR_ATTN_CHUNK 256
+int64_t oscar_attn_chunks(int64_t n);  // the pieces of n rows
+// The work buffer in floats for heads query heads in groups of g over rows K/V rows in all: decode (one query
+// row: every head's part of every piece, kept for the merge) or a batch (each thread's sums and one part); nth
+// threads, each with its scratch and row list.
+size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int decode, int g, int nth, int64_t rows);
 
 // The f16 tier's bookkeeping (oscar_tier.c). Sequence s owns slots [s (S + W), (s + 1)(S + W)); pos[slot] is the
 // position held there (-1: empty), shift[slot] the position change not yet applied to its K (RoPE shift).

@@ -2,9 +2,10 @@
 // tier of protected tokens). Compiled into ggml-cpu (patches/0005 calls it for flash attention with a tier) and
 // into the Python library (tests check it against NumPy).
 //
-// The query heads that share a KV head are done together, so each K and V row is decoded once for all of them;
-// rows go in tiles of OSCAR_ATTN_TILE, so the softmax's running maximum moves once per tile and its exponentials
-// are taken eight at a time.
+// The query heads that share a KV head are done together, so each K and V row is decoded once for all of them.
+// A query row's visible rows (mask not -inf) are listed first and go in tiles of OSCAR_ATTN_TILE of them, so the
+// softmax's running maximum moves once per tile and its exponentials are taken eight at a time, and the arithmetic
+// depends only on the visible rows in their order: not on masked rows between them, their count, or the schedule.
 #include <math.h>
 
 #include "oscar.h"
@@ -106,123 +107,138 @@ int oscar_attn_group(int64_t n_head, int64_t n_head_k, int64_t n_head_v, int64_t
     return shared ? (int) (n_head / n_head_k) : 1;
 }
 
-size_t oscar_attn_scratch(int64_t dk, int64_t dv, int nq, int g) {  // K row, V row, logits, weights, slopes
-    return ((size_t) (dk + dv + 2 * nq * g * OSCAR_ATTN_TILE + g) + 15) / 16 * 16;  // whole cache lines
+size_t oscar_attn_scratch(int64_t dk, int64_t dv, int g) {  // K row, V row, logits, weights, slopes
+    return ((size_t) (dk + dv + 2 * g * OSCAR_ATTN_TILE + g) + 15) / 16 * 16;  // whole cache lines
 }
 
-size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int nq, int g, int nth) {
-    const int64_t parts = heads > nq * g ? heads : nq * g;
-    return (size_t) nth * ((size_t) parts * (size_t) (2 + dv) + oscar_attn_scratch(dk, dv, nq, g));
+int64_t oscar_attn_chunks(int64_t n) {
+    return (n + OSCAR_ATTN_CHUNK - 1) / OSCAR_ATTN_CHUNK;
 }
 
-void oscar_attn_part(const oscar_attn_src * src, int nsrc, int nq, int g, const float * q, int64_t q_row,
+size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int decode, int g, int nth, int64_t rows) {
+    const size_t mine = oscar_attn_scratch(dk, dv, g) + ((size_t) rows + 15) / 16 * 16;  // scratch, row list
+    if (decode) {  // every head's part of every chunk, then the threads' own
+        return (size_t) (heads * oscar_attn_chunks(rows) * (2 + dv)) + (size_t) nth * mine;
+    }
+    return (size_t) nth * ((size_t) (2 * g * (2 + dv)) + mine);  // the group's sums and one part
+}
+
+int64_t oscar_attn_visible(const oscar_attn_src * src, int nsrc, int32_t * rows) {
+    int64_t n = 0, off = 0;
+    for (int t = 0; t < nsrc; off += src[t].n, t++) {
+        const uint16_t * m = src[t].mask;
+        for (int64_t r = 0; r < src[t].n; r++) {
+            if (!m || m[r] != 0xfc00) {  // fp16 -inf
+                rows[n++] = (int32_t) (off + r);
+            }
+        }
+    }
+    return n;
+}
+
+// Row x of the sources' rows taken in order: its source, and its row there.
+static inline const oscar_attn_src * locate(const oscar_attn_src * src, int nsrc, int64_t x, int64_t * row) {
+    int t = 0;
+    for (; t + 1 < nsrc && x >= src[t].n; t++) x -= src[t].n;
+    *row = x;
+    return &src[t];
+}
+
+void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows, int64_t n, int g, const float * q,
                      int64_t q_head, int64_t dk, int64_t dv, float scale, float softcap, float max_bias, int64_t h0,
                      int64_t n_head, float * part, float * scratch) {
-    const int nqg = nq * g;  // query (i, j) = row i, head h0 + j: logits s[(i g + j) TILE + r], part (i g + j)
-    float * krow = scratch, * vrow = krow + dk, * s = vrow + dv, * w = s + nqg * OSCAR_ATTN_TILE;
-    float * slope = w + nqg * OSCAR_ATTN_TILE;
+    float * krow = scratch, * vrow = krow + dk, * s = vrow + dv, * w = s + g * OSCAR_ATTN_TILE;
+    float * slope = w + g * OSCAR_ATTN_TILE;  // logits of head h0 + j at s[j TILE + r]
     const float kq_scale = softcap != 0.0f ? scale / softcap : scale;
     const uint32_t n_head_log2 = 1u << (uint32_t) floor(log2((double) n_head));  // ALiBi, as ggml does it
     const float m0 = powf(2.0f, -max_bias / n_head_log2), m1 = powf(2.0f, -(max_bias / 2.0f) / n_head_log2);
     for (int j = 0; j < g; j++) {
         const int64_t h = h0 + j;
         slope[j] = max_bias > 0.0f ? (h < n_head_log2 ? powf(m0, h + 1) : powf(m1, 2 * (h - n_head_log2) + 1)) : 1.0f;
-    }
-    for (int u = 0; u < nqg; u++) {
-        float * p = part + u * (2 + dv);
+        float * p = part + j * (2 + dv);
         p[0] = -INFINITY;
         p[1] = 0.0f;
         memset(p + 2, 0, (size_t) dv * sizeof(float));
     }
-    for (int t = 0; t < nsrc; t++) {
-        const oscar_attn_src * a = &src[t];
-        for (int64_t i0 = 0; i0 < a->n; i0 += OSCAR_ATTN_TILE) {
-            const int nt = (int) (a->n - i0 < OSCAR_ATTN_TILE ? a->n - i0 : OSCAR_ATTN_TILE);
-            uint32_t live = 0;  // bit r: row i0 + r is seen by some query
-            for (int r = 0; r < nt; r++) {  // the tile's logits, one K row decode for all queries
-                const int64_t row = i0 + r;
-                const float * k = NULL;
-                for (int i = 0; i < nq; i++) {
-                    const float mv = a->mask ? oscar_half_to_float(a->mask[i * a->mask_row + row]) : 0.0f;
-                    float * si = s + i * g * OSCAR_ATTN_TILE + r;
-                    if (mv == -INFINITY) {
-                        for (int j = 0; j < g; j++) si[j * OSCAR_ATTN_TILE] = -INFINITY;
-                        continue;
-                    }
-                    if (!k) {
-                        k = (const float *) (a->k + row * a->nbk);
-                        if (a->k_to_float) {
-                            a->k_to_float(a->k + row * a->nbk, krow, dk);
-                            k = krow;
-                        }
-                        live |= 1u << r;
-                    }
-                    for (int j = 0; j < g; j++) {
-                        float l = dot(k, q + i * q_row + j * q_head, dk) * kq_scale;
-                        if (softcap != 0.0f) {
-                            l = softcap * tanhf(l);
-                        }
-                        si[j * OSCAR_ATTN_TILE] = l + (mv != 0.0f ? slope[j] * mv : 0.0f);
-                    }
-                }
+    for (int64_t i0 = 0; i0 < n; i0 += OSCAR_ATTN_TILE) {
+        const int nt = (int) (n - i0 < OSCAR_ATTN_TILE ? n - i0 : OSCAR_ATTN_TILE);
+        for (int r = 0; r < nt; r++) {  // the tile's logits, one K row decode for all heads
+            int64_t row;
+            const oscar_attn_src * a = locate(src, nsrc, rows[i0 + r], &row);
+            const float mv = a->mask ? oscar_half_to_float(a->mask[row]) : 0.0f;
+            const float * k = (const float *) (a->k + row * a->nbk);
+            if (a->k_to_float) {
+                a->k_to_float(a->k + row * a->nbk, krow, dk);
+                k = krow;
             }
-            if (live == 0) {
+            for (int j = 0; j < g; j++) {
+                float l = dot(k, q + j * q_head, dk) * kq_scale;
+                if (softcap != 0.0f) {
+                    l = softcap * tanhf(l);
+                }
+                s[j * OSCAR_ATTN_TILE + r] = l + (mv != 0.0f ? slope[j] * mv : 0.0f);
+            }
+        }
+        for (int j = 0; j < g; j++) {  // the running maximum moves once per tile
+            float * p = part + j * (2 + dv), * sj = s + j * OSCAR_ATTN_TILE;
+            for (int r = nt; r < OSCAR_ATTN_TILE; r++) sj[r] = -INFINITY;  // a short tile: weights 0
+            float m = -INFINITY;
+            for (int r = 0; r < OSCAR_ATTN_TILE; r++) m = sj[r] > m ? sj[r] : m;
+            if (m == -INFINITY) {  // a logit of -inf (an infinite query): no weight
+                memset(w + j * OSCAR_ATTN_TILE, 0, OSCAR_ATTN_TILE * sizeof(float));
                 continue;
             }
-            for (int u = 0; u < nqg; u++) {  // the running maximum moves once per tile
-                float * p = part + u * (2 + dv), * su = s + u * OSCAR_ATTN_TILE, * wu = w + u * OSCAR_ATTN_TILE;
-                float m = -INFINITY;
-                for (int r = 0; r < nt; r++) m = su[r] > m ? su[r] : m;
-                if (m > p[0]) {
-                    const float f = expf(p[0] - m);  // 0 the first time
-                    for (int64_t d = 0; d < dv; d++) p[2 + d] *= f;
-                    p[1] *= f;
-                    p[0] = m;
-                }
-                if (m == -INFINITY) {  // nothing of this tile for this query
-                    memset(wu, 0, (size_t) nt * sizeof(float));
-                    continue;
-                }
-                p[1] += exp_tile(su, p[0], wu, nt);
+            if (m > p[0]) {
+                const float f = expf(p[0] - m);  // 0 the first time
+                for (int64_t d = 0; d < dv; d++) p[2 + d] *= f;
+                p[1] *= f;
+                p[0] = m;
             }
-            for (int r = 0; r < nt; r++) {  // one V row decode for all queries
-                if (!(live >> r & 1u)) {
-                    continue;
-                }
-                const float * v = (const float *) (a->v + (i0 + r) * a->nbv);
-                if (a->v_to_float) {
-                    a->v_to_float(a->v + (i0 + r) * a->nbv, vrow, dv);
-                    v = vrow;
-                }
-                for (int u = 0; u < nqg; u++) {
-                    const float wr = w[u * OSCAR_ATTN_TILE + r];
-                    if (wr != 0.0f) {
-                        scale_add(part + u * (2 + dv) + 2, 1.0f, v, wr, dv);
-                    }
+            p[1] += exp_tile(sj, p[0], w + j * OSCAR_ATTN_TILE, OSCAR_ATTN_TILE);
+        }
+        for (int r = 0; r < nt; r++) {  // one V row decode for all heads
+            int64_t row;
+            const oscar_attn_src * a = locate(src, nsrc, rows[i0 + r], &row);
+            const float * v = (const float *) (a->v + row * a->nbv);
+            if (a->v_to_float) {
+                a->v_to_float(a->v + row * a->nbv, vrow, dv);
+                v = vrow;
+            }
+            for (int j = 0; j < g; j++) {
+                const float wr = w[j * OSCAR_ATTN_TILE + r];
+                if (wr != 0.0f) {
+                    scale_add(part + j * (2 + dv) + 2, 1.0f, v, wr, dv);
                 }
             }
         }
     }
 }
 
-void oscar_attn_merge(const float * parts, int nparts, int64_t part_stride, int64_t dv, const float * sink,
-                      float * out) {
-    float M = sink ? *sink : -INFINITY;
-    for (int c = 0; c < nparts; c++) M = parts[c * part_stride] > M ? parts[c * part_stride] : M;
-    memset(out, 0, (size_t) dv * sizeof(float));
-    if (M == -INFINITY) {  // every row masked, and no sink
+void oscar_attn_begin(float * acc, int64_t dv, const float * sink) {
+    acc[0] = sink ? *sink : -INFINITY;  // the sink: one more logit, with a zero value vector
+    acc[1] = sink ? 1.0f : 0.0f;
+    memset(acc + 2, 0, (size_t) dv * sizeof(float));
+}
+
+void oscar_attn_fold(float * acc, const float * part, int64_t dv) {
+    if (part[0] == -INFINITY) {  // nothing seen in the part
         return;
     }
-    float S = sink ? expf(*sink - M) : 0.0f;  // the sink: one more logit, with a zero value vector
-    for (int c = 0; c < nparts; c++) {
-        const float * p = parts + c * part_stride;
-        if (p[0] == -INFINITY) {
-            continue;
-        }
-        const float f = expf(p[0] - M);
-        S += f * p[1];
-        scale_add(out, 1.0f, p + 2, f, dv);
-    }
-    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
-    for (int64_t d = 0; d < dv; d++) out[d] *= inv;
+    const float m = part[0] > acc[0] ? part[0] : acc[0];
+    const float fa = expf(acc[0] - m), fp = expf(part[0] - m);  // acc[0] = -inf: fa = 0
+    acc[0] = m;
+    acc[1] = acc[1] * fa + part[1] * fp;
+    scale_add(acc + 2, fa, part + 2, fp, dv);
+}
+
+void oscar_attn_end(const float * acc, int64_t dv, float * out) {
+    const float inv = acc[0] == -INFINITY || acc[1] == 0.0f ? 0.0f : 1.0f / acc[1];  // nothing seen, no sink: 0
+    for (int64_t d = 0; d < dv; d++) out[d] = inv * acc[2 + d];
+}
+
+void oscar_attn_merge(const float * parts, int nparts, int64_t part_stride, int64_t dv, const float * sink,
+                      float * out, float * acc) {
+    oscar_attn_begin(acc, dv, sink);
+    for (int c = 0; c < nparts; c++) oscar_attn_fold(acc, parts + c * part_stride, dv);
+    oscar_attn_end(acc, dv, out);
 }

@@ -1,6 +1,7 @@
 """oscar_attn_part / oscar_attn_merge (native/oscar_attn.c), the CPU attention over the main OScaR cache and the f16
 tier with one softmax, against NumPy on random and adversarial data: one query row, the query heads of a KV head
-together (each with its ALiBi slope), and the rows split into parts as ggml-cpu's threads split them."""
+together (each with its ALiBi slope), and the rows split into parts; and the ggml op (patches/0005), whose result
+must not depend on its schedule (threads, batch size, padding) by a single bit."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,34 +28,29 @@ class Source:
 
 def attn_parts(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, max_bias=0.0, h0=0, n_head=None,
                cuts=()) -> np.ndarray:
-    """oscar_attn_part for the queries q [nq rows, g heads of one KV head, DK] (or [g, DK], or [DK]); a source's
-    mask may be [nq, n] (one per query row). The sources' rows are cut at the given points into several parts (one
-    per range, as ggml-cpu's threads split them): parts [len(cuts) + 1, nq g, 2 + DV]."""
+    """oscar_attn_part for one query row of g heads of one KV head, q [g, DK] (or [DK]), over the rows the sources'
+    masks let it see (oscar_attn_visible), that list cut at the given points into several parts (as ggml-cpu cuts
+    it into pieces): parts [len(cuts) + 1, g, 2 + DV]."""
     ffi, lib = _native.lib()
-    q = np.ascontiguousarray(q.reshape(-1, *q.shape[-2:]) if q.ndim == 3 else np.atleast_2d(q)[None], dtype=np.float32)
-    nq, g, total = q.shape[0], q.shape[1], sum(c.n for c in sources)
-    keep = []  # buffers must outlive the call
-    bounds = [0, *cuts, total]
-    parts = np.empty((len(bounds) - 1, nq * g, 2 + DV), dtype=np.float32)
-    scratch = np.empty(lib.oscar_attn_scratch(DK, DV, nq, g), dtype=np.float32)
+    q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.float32)
+    g = q.shape[0]
+    src, keep = ffi.new("oscar_attn_src[]", len(sources)), []  # buffers must outlive the calls
+    for s, c in zip(src, sources):
+        kb, vb = ffi.from_buffer("char[]", c.kb), ffi.from_buffer("char[]", c.vb)
+        keep += [kb, vb]
+        s.k, s.v, s.n, s.nbk, s.nbv = kb, vb, c.n, c.kb.strides[0] if c.n else 0, c.vb.strides[0] if c.n else 0
+        s.mask = ffi.NULL if c.mask is None else ffi.cast("uint16_t *", ffi.from_buffer(c.mask))
+        bits = c.kind[-1] if c.kind else None
+        s.k_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
+        s.v_to_float = s.k_to_float
+    rows = ffi.new("int32_t[]", max(1, sum(c.n for c in sources)))
+    n = lib.oscar_attn_visible(src, len(sources), rows)
+    bounds = [0, *(min(c, n) for c in cuts), n]
+    parts = np.empty((len(bounds) - 1, g, 2 + DV), dtype=np.float32)
+    scratch = np.empty(lib.oscar_attn_scratch(DK, DV, g), dtype=np.float32)
     for pi, (r0, r1) in enumerate(zip(bounds[:-1], bounds[1:])):
-        src, off = ffi.new("oscar_attn_src[]", len(sources)), 0
-        for s, c in zip(src, sources):
-            lo, hi = min(max(r0 - off, 0), c.n), min(max(r1 - off, 0), c.n)
-            off += c.n
-            kb, vb = ffi.from_buffer("char[]", c.kb[lo:hi]), ffi.from_buffer("char[]", c.vb[lo:hi])
-            keep += [kb, vb]
-            s.k, s.v, s.n = kb, vb, hi - lo
-            s.nbk, s.nbv = c.kb.strides[0], c.vb.strides[0]
-            m = None if c.mask is None else np.ascontiguousarray(np.broadcast_to(c.mask, (nq, c.n))[:, lo:hi])
-            keep.append(m)
-            s.mask = ffi.NULL if m is None else ffi.cast("uint16_t *", ffi.from_buffer(m))
-            s.mask_row = hi - lo
-            bits = c.kind[-1] if c.kind else None
-            s.k_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
-            s.v_to_float = s.k_to_float
-        lib.oscar_attn_part(src, len(sources), nq, g, ffi.from_buffer("float[]", q), g * DK, DK, DK, DV, scale,
-                            softcap, max_bias, h0, n_head or g, ffi.from_buffer("float[]", parts[pi]),
+        lib.oscar_attn_part(src, len(sources), rows + r0, r1 - r0, g, ffi.from_buffer("float[]", q), DK, DK, DV,
+                            scale, softcap, max_bias, h0, n_head or g, ffi.from_buffer("float[]", parts[pi]),
                             ffi.from_buffer("float[]", scratch))
     return parts
 
@@ -63,10 +59,12 @@ def merge(parts: np.ndarray, sink=None) -> np.ndarray:
     """oscar_attn_merge of each query row's parts: [g, DV]."""
     ffi, lib = _native.lib()
     out = np.empty((parts.shape[1], DV), dtype=np.float32)
+    acc = ffi.new("float[]", 2 + DV)
     sk = ffi.NULL if sink is None else ffi.new("float *", sink)
     for j in range(parts.shape[1]):
         p = np.ascontiguousarray(parts[:, j])
-        lib.oscar_attn_merge(ffi.from_buffer("float[]", p), len(p), 2 + DV, DV, sk, ffi.from_buffer("float[]", out[j]))
+        lib.oscar_attn_merge(ffi.from_buffer("float[]", p), len(p), 2 + DV, DV, sk, ffi.from_buffer("float[]", out[j]),
+                             acc)
     return out
 
 
@@ -254,9 +252,56 @@ def test_ggml_flash_attn_tier_decode(threads, n_head, n_head_kv, opts):
     np.testing.assert_allclose(fa_ggml(c, threads=threads, **opts), fa_numpy(c, **opts), rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_ggml_flash_attn_tier_many_pieces(threads):
+    """Rows over several OSCAR_ATTN_CHUNK pieces in both sources, decode and a batch."""
+    _, lib = _native.lib()
+    n_kv, n_kv2 = 2 * lib.OSCAR_ATTN_CHUNK + 77, lib.OSCAR_ATTN_CHUNK + 3
+    for n_q in (1, 11):
+        c = fa_case(np.random.default_rng(n_q), "oscar2", np.float16, n_head=4, n_head_kv=2, n_q=n_q, n_kv=n_kv,
+                    n_kv2=n_kv2)
+        np.testing.assert_allclose(fa_ggml(c, threads=threads, sinks=True), fa_numpy(c, sinks=True), rtol=1e-4,
+                                   atol=2e-5)
+
+
+def rows_of(c: dict, i0: int, i1: int) -> dict:
+    """The case with only query rows [i0, i1) (their masks with them)."""
+    return {**c, "q": c["q"][:, :, i0:i1], "mask": c["mask"][:, :, i0:i1], "mask2": c["mask2"][:, :, i0:i1]}
+
+
+def padded(c: dict, extra: int) -> dict:
+    """The case with extra main-cache rows that no query sees (a cache padded past its used cells)."""
+    d = dict(c)
+    for key, kv in (("kb", "k"), ("vb", "v")):
+        pad = codec.quantize(np.random.default_rng(extra).normal(0, 1, (*c[kv].shape[:2], extra, c[kv].shape[3])),
+                             c["kind"])
+        d[key] = np.concatenate([c[key], pad], axis=2)
+        d[kv] = np.concatenate([c[kv], np.zeros((*c[kv].shape[:2], extra, c[kv].shape[3]))], axis=2)
+    d["mask"] = np.concatenate([c["mask"], np.full((*c["mask"].shape[:3], extra), -np.inf, np.float16)], axis=3)
+    return d
+
+
+@pytest.mark.parametrize("n_head,n_head_kv", [(6, 2), (4, 4)])
+@pytest.mark.parametrize("opts", [{"sinks": True}, {"softcap": 2.0, "max_bias": 8.0}])
+def test_ggml_flash_attn_tier_same_bits_under_any_schedule(n_head, n_head_kv, opts):
+    """Every query row gets the same float bits whatever the thread count, however the rows are batched (alone as
+    a decode, in blocks starting anywhere) and however many masked rows pad the cache: restored states, server
+    slots and prompts cut into other batches rely on it (a flipped bit changes the next layer's 2-bit codes)."""
+    _, lib = _native.lib()
+    c = fa_case(np.random.default_rng(n_head), "oscar2", np.float16, n_head=n_head, n_head_kv=n_head_kv, n_q=13,
+                n_kv=lib.OSCAR_ATTN_CHUNK + 140, n_kv2=40)
+    whole = fa_ggml(c, threads=2, **opts)
+    for threads in (1, 3, 7):
+        np.testing.assert_array_equal(fa_ggml(c, threads=threads, **opts), whole)
+    for i0, i1 in ((0, 1), (5, 6), (12, 13), (3, 12), (1, 13)):
+        np.testing.assert_array_equal(fa_ggml(rows_of(c, i0, i1), threads=3, **opts), whole[:, i0:i1])
+    np.testing.assert_array_equal(fa_ggml(padded(c, 300), threads=2, **opts), whole)
+    np.testing.assert_array_equal(fa_ggml(padded(rows_of(c, 7, 8), 300), threads=5, **opts), whole[:, 7:8])
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 def test_ggml_flash_attn_tier_batch(threads):
-    """A batch of 20 query rows: blocks of OSCAR_ATTN_QROWS rows (and a short last block) x the heads of a KV head."""
+    """A batch of 20 query rows, each with its own mask, x the heads of a KV head."""
     c = fa_case(np.random.default_rng(threads), "oscar3", np.float16, n_head=8, n_head_kv=2, n_q=20, n_kv=77)
     np.testing.assert_allclose(fa_ggml(c, threads=threads, sinks=True), fa_numpy(c, sinks=True), rtol=1e-4, atol=2e-5)
 
@@ -291,9 +336,9 @@ def test_heads_of_a_kv_head_together(kind, g, max_bias):
             np.testing.assert_allclose(got[j], want, rtol=2e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("cuts", [(1,), (75,), (150,), (37, 150, 160), (0, 0, 190)])
+@pytest.mark.parametrize("cuts", [(1,), (75,), (130,), (37, 100, 110), (0, 0, 190)])
 def test_parts_of_the_rows_merge_to_the_whole(cuts):
-    """The rows cut into parts (a part may hold none, or span the two sources) merge to the whole's result."""
+    """The visible rows cut into parts (a part may hold none, or span the two sources) merge to the whole's result."""
     rng = np.random.default_rng(5)
     _, main, tier = random_case(rng, "oscar3", n_main=150, n_tier=40)
     q = rng.normal(0, 1, (3, DK))
@@ -304,32 +349,25 @@ def test_parts_of_the_rows_merge_to_the_whole(cuts):
         np.testing.assert_allclose(whole[j], reference(q[j], [main, tier], sink=-1.0), rtol=2e-5, atol=2e-6)
 
 
+def test_masked_rows_change_no_bit():
+    """Rows masked for the query, wherever they sit and however many, leave every bit of the result."""
+    rng = np.random.default_rng(8)
+    _, main, tier = random_case(rng, "oscar2", n_main=90, n_tier=30, masked=0.0)
+    q = rng.normal(0, 1, (3, DK))
+    whole = merge(attn_parts(q, [main, tier]), sink=0.5)
+    pad = Source(rng.normal(0, 1, (200, DK)), rng.normal(0, 1, (200, DV)), np.full(200, -np.inf), "oscar2")
+    at = rng.choice(np.arange(91), 200)  # masked rows dropped in between the main rows
+    order = np.argsort(np.concatenate([np.arange(90) + 0.5, at]), kind="stable")
+    mixed = Source.__new__(Source)
+    mixed.kind, mixed.n = "oscar2", 290
+    for key in ("kb", "vb", "k", "v", "mask"):
+        setattr(mixed, key, np.ascontiguousarray(np.concatenate([getattr(main, key), getattr(pad, key)])[order]))
+    np.testing.assert_array_equal(merge(attn_parts(q, [mixed, tier]), sink=0.5), whole)
+
+
 def test_group_size():
     _, lib = _native.lib()
     assert lib.oscar_attn_group(9, 3, 3, 1, 1) == 3
     assert lib.oscar_attn_group(4, 1, 1, 1, 1) == 4
     assert lib.oscar_attn_group(9, 3, 3, 9, 1) == 1  # a mask per head
     assert lib.oscar_attn_group(8, 2, 4, 1, 1) == 1  # K and V with other heads
-
-
-def test_query_rows_and_heads_together():
-    """nq query rows (each with its own mask, as in a causal batch) x g heads over the same K/V rows."""
-    rng = np.random.default_rng(21)
-    nq, g = 5, 3
-    _, main, tier = random_case(rng, "oscar2", n_main=70, n_tier=20)
-    masks = {}
-    for c in (main, tier):
-        m = rng.normal(0, 1, (nq, c.n))
-        m[rng.random(m.shape) < 0.4] = -np.inf
-        m[1] = -np.inf  # a query row that sees nothing of this source
-        masks[id(c)] = c.mask = m.astype(np.float16)
-    q = rng.normal(0, 1, (nq, g, DK))
-    got = merge(attn_parts(q, [main, tier], max_bias=8.0, h0=3, n_head=12, cuts=(33,)), sink=0.25)
-    for i in range(nq):
-        rows = [Source.__new__(Source) for _ in range(2)]
-        for r, c in zip(rows, (main, tier)):
-            r.__dict__.update(c.__dict__)
-            r.mask = masks[id(c)][i]
-        for j in range(g):
-            want = reference(q[i, j], rows, slope=alibi(8.0, 3 + j, 12), sink=0.25)
-            np.testing.assert_allclose(got[i * g + j], want, rtol=2e-5, atol=2e-6)
