@@ -52,28 +52,37 @@ typedef void (*oscar_to_float_fn)(const void * x, float * y, int64_t n);
 typedef struct {
     const char *      k;           // n rows of dk elements, nbk bytes apart
     const char *      v;           // n rows of the output's dv elements, nbv bytes apart
-    const uint16_t *  mask;        // n fp16 additive mask values of the query row (NULL: none); -inf: not seen
+    const uint16_t *  mask;        // fp16 additive mask values of query row i at mask + i mask_row (NULL: none);
+    int64_t           mask_row;    //   -inf: the row is not seen
     int64_t           n;
     size_t            nbk, nbv;
     oscar_to_float_fn k_to_float;  // NULL: K rows are float32
     oscar_to_float_fn v_to_float;  // NULL: V rows are float32
 } oscar_attn_src;
+// The queries: g heads (h0 .. h0 + g - 1 of n_head, which read the same K/V rows) of each query row; query (i, j)
+// at q + i q_row + j q_head (float32, dk). Logit l = scale * K.q (softcap != 0: softcap * tanh(scale * K.q /
+// softcap)) + slope_j * mask_i, slope_j the ALiBi slope of head h0 + j (ggml's; 1 when max_bias is 0).
+typedef struct {
+    const float * q;
+    int64_t       q_row, q_head, dk, dv;
+    float         scale, softcap, max_bias;
+    int64_t       h0, n_head;
+    int           g;
+} oscar_attn_query;
 // How many query heads are done together: those of one KV head, when K and V have the same heads and neither
 // mask differs by head; else 1.
 int oscar_attn_group(int64_t n_head, int64_t n_head_k, int64_t n_head_v, int64_t mask_heads, int64_t mask2_heads);
-// The rows one query row sees, as indices into the sources' rows taken in order (source 0's, then source 1's ...):
+// The rows query row i sees, as indices into the sources' rows taken in order (source 0's, then source 1's ...):
 // those whose mask is not -inf. Returns their count; rows has room for all.
-int64_t oscar_attn_visible(const oscar_attn_src * src, int nsrc, int32_t * rows);
-// The part of one query row x g heads (h0 .. h0 + g - 1 of n_head, which read the same K/V rows) over n of its
-// visible rows, each K and V row decoded once for all heads: for head j, part[j (2 + dv) + ...] = M, S,
-// sum_rows e^(l - M) v, with l = scale * K.q (softcap != 0: softcap * tanh(scale * K.q / softcap)) + slope_j * mask,
-// slope_j the ALiBi slope of head h0 + j (ggml's; 1 when max_bias is 0), M the largest l (-inf: none), S =
-// sum e^(l - M); q of head j at q + j q_head (float32, dk). scratch: oscar_attn_scratch floats. The arithmetic
-// depends only on the listed rows and their order.
-size_t oscar_attn_scratch(int64_t dk, int64_t dv, int g);
-void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows, int64_t n, int g, const float * q,
-                     int64_t q_head, int64_t dk, int64_t dv, float scale, float softcap, float max_bias, int64_t h0,
-                     int64_t n_head, float * part, float * scratch);
+int64_t oscar_attn_visible(const oscar_attn_src * src, int nsrc, int64_t i, int32_t * rows);
+// The part of query rows 0 .. nq - 1 (x the g heads) over n rows that all of them see (the same list), each K and
+// V row decoded once for all: for query (i, j), part[(i g + j)(2 + dv) + ...] = M, S, sum_rows e^(l - M) v, M the
+// largest l (-inf: none), S = sum e^(l - M). scratch: oscar_attn_scratch floats. Rows go in tiles of 16 in the
+// list's order, and a query's arithmetic depends only on the list and its own q and mask: not on nq, the other
+// queries, or masked rows between the listed ones.
+size_t oscar_attn_scratch(int64_t dk, int64_t dv, int nq, int g);
+void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows, int64_t n,
+                     const oscar_attn_query * qa, int nq, float * part, float * scratch);
 // One query's running sums acc = (M, S, o[dv]): begin with the sink (NULL: none; it is one more logit with a zero
 // value), fold in parts over disjoint rows, end with out[dv] = o / S (nothing seen and no sink: 0).
 void oscar_attn_begin(float * acc, int64_t dv, const float * sink);
@@ -87,10 +96,19 @@ void oscar_attn_merge(const float * parts, int nparts, int64_t part_stride, int6
 // batch size, and rows masked for it (a padded cache, other sequences' cells, tier rows of an earlier batch) change
 // nothing. Restored states, llama-server's slots and prompts split into other batches give the same logits.
 #define OSCAR_ATTN_CHUNK 256
+// query rows of a batch done together
+#define OSCAR_ATTN_QROWS 8
 int64_t oscar_attn_chunks(int64_t n);  // the pieces of n rows
-// The work buffer in floats for heads query heads in groups of g over rows K/V rows in all: decode (one query
-// row: every head's part of every piece, kept for the merge) or a batch (each thread's sums and one part); nth
-// threads, each with its scratch and row list.
+// Attention of nq <= OSCAR_ATTN_QROWS query rows x g heads over nsrc <= 2 sources (each row with its own mask):
+// out of (i, j) at out + i out_row + j out_head (dv floats); sink: the g heads' sinks (NULL: none). The pieces
+// that all rows see alike (a causal batch's common past) are done for all rows together, the rest row by row:
+// each row gets the bits it would get alone. work: oscar_attn_rows_work floats (rows: the sources' rows in all).
+size_t oscar_attn_rows_work(int64_t dk, int64_t dv, int nq, int g, int64_t rows);
+void oscar_attn_rows(const oscar_attn_src * src, int nsrc, const oscar_attn_query * qa, int nq, const float * sink,
+                     float * out, int64_t out_row, int64_t out_head, float * work);
+// ggml-cpu's work buffer in floats for heads query heads in groups of g over rows K/V rows in all: decode (one
+// query row: every head's part of every piece, kept for the merge, and each thread's scratch and row list) or a
+// batch (each thread's oscar_attn_rows_work); nth threads.
 size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int decode, int g, int nth, int64_t rows);
 
 // The f16 tier's bookkeeping (oscar_tier.c). Sequence s owns slots [s (S + W), (s + 1)(S + W)); pos[slot] is the

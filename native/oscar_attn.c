@@ -22,16 +22,63 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline float dot(const float * a, const float * b, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    float s = hsum(acc);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
+// out[r] = K row r . q for 8 rows (dk floats apart): one accumulator per row, in the order of d.
+static inline void logits8(const float * k, const float * q, int64_t dk, float * out) {
+    __m256 a[8];
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d + 8 <= dk; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + d);
+        for (int r = 0; r < 8; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(k + r * dk + d), qv, a[r]);
+    }
+    const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31)));
+    for (; d < dk; d++) {
+        for (int r = 0; r < 8; r++) out[r] += k[r * dk + d] * q[d];
+    }
 }
 
-static inline void scale_add(float * y, float f, const float * x, float w, int64_t n) {  // y = f y + w x
+// o = f o + sum_r w[r] V row r over nt rows (dv floats apart), rows of weight 0 skipped, in row order; o is held
+// in registers 32 floats at a time.
+static inline void accumulate(float * o, float f, const float * v, const float * w, int nt, int64_t dv) {
+    const __m256 vf = _mm256_set1_ps(f);
+    int64_t d = 0;
+    for (; d + 32 <= dv; d += 32) {
+        __m256 a0 = _mm256_mul_ps(vf, _mm256_loadu_ps(o + d)),      a1 = _mm256_mul_ps(vf, _mm256_loadu_ps(o + d + 8));
+        __m256 a2 = _mm256_mul_ps(vf, _mm256_loadu_ps(o + d + 16)), a3 = _mm256_mul_ps(vf, _mm256_loadu_ps(o + d + 24));
+        for (int r = 0; r < nt; r++) {
+            if (w[r] == 0.0f) continue;
+            const __m256 wr = _mm256_set1_ps(w[r]);
+            const float * x = v + r * dv + d;
+            a0 = _mm256_fmadd_ps(wr, _mm256_loadu_ps(x), a0);
+            a1 = _mm256_fmadd_ps(wr, _mm256_loadu_ps(x + 8), a1);
+            a2 = _mm256_fmadd_ps(wr, _mm256_loadu_ps(x + 16), a2);
+            a3 = _mm256_fmadd_ps(wr, _mm256_loadu_ps(x + 24), a3);
+        }
+        _mm256_storeu_ps(o + d, a0);
+        _mm256_storeu_ps(o + d + 8, a1);
+        _mm256_storeu_ps(o + d + 16, a2);
+        _mm256_storeu_ps(o + d + 24, a3);
+    }
+    for (; d + 8 <= dv; d += 8) {
+        __m256 a0 = _mm256_mul_ps(vf, _mm256_loadu_ps(o + d));
+        for (int r = 0; r < nt; r++) {
+            if (w[r] != 0.0f) a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[r]), _mm256_loadu_ps(v + r * dv + d), a0);
+        }
+        _mm256_storeu_ps(o + d, a0);
+    }
+    for (; d < dv; d++) {
+        float a = f * o[d];
+        for (int r = 0; r < nt; r++) {
+            if (w[r] != 0.0f) a = fmaf(w[r], v[r * dv + d], a);
+        }
+        o[d] = a;
+    }
+}
+
+// y = f y + w x (the fold of parts)
+static inline void scale_add(float * y, float f, const float * x, float w, int64_t n) {
     const __m256 vf = _mm256_set1_ps(f), vw = _mm256_set1_ps(w);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -83,10 +130,22 @@ static inline float exp_tile(const float * s, float m, float * w, int n) {
 
 #else
 
-static inline float dot(const float * a, const float * b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+static inline void logits8(const float * k, const float * q, int64_t dk, float * out) {
+    for (int r = 0; r < 8; r++) {
+        float a = 0.0f;
+        for (int64_t d = 0; d < dk; d++) a += k[r * dk + d] * q[d];
+        out[r] = a;
+    }
+}
+
+static inline void accumulate(float * o, float f, const float * v, const float * w, int nt, int64_t dv) {
+    for (int64_t d = 0; d < dv; d++) {
+        float a = f * o[d];
+        for (int r = 0; r < nt; r++) {
+            if (w[r] != 0.0f) a += w[r] * v[r * dv + d];
+        }
+        o[d] = a;
+    }
 }
 
 static inline void scale_add(float * y, float f, const float * x, float w, int64_t n) {
@@ -107,26 +166,32 @@ int oscar_attn_group(int64_t n_head, int64_t n_head_k, int64_t n_head_v, int64_t
     return shared ? (int) (n_head / n_head_k) : 1;
 }
 
-size_t oscar_attn_scratch(int64_t dk, int64_t dv, int g) {  // K row, V row, logits, weights, slopes
-    return ((size_t) (dk + dv + 2 * g * OSCAR_ATTN_TILE + g) + 15) / 16 * 16;  // whole cache lines
-}
-
 int64_t oscar_attn_chunks(int64_t n) {
     return (n + OSCAR_ATTN_CHUNK - 1) / OSCAR_ATTN_CHUNK;
 }
 
-size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int decode, int g, int nth, int64_t rows) {
-    const size_t mine = oscar_attn_scratch(dk, dv, g) + ((size_t) rows + 15) / 16 * 16;  // scratch, row list
-    if (decode) {  // every head's part of every chunk, then the threads' own
-        return (size_t) (heads * oscar_attn_chunks(rows) * (2 + dv)) + (size_t) nth * mine;
-    }
-    return (size_t) nth * ((size_t) (2 * g * (2 + dv)) + mine);  // the group's sums and one part
+static size_t lines(size_t n) { return (n + 15) / 16 * 16; }  // floats, in whole cache lines
+
+size_t oscar_attn_scratch(int64_t dk, int64_t dv, int nq, int g) {  // K and V tiles, logits, weights, slopes
+    return lines((size_t) (OSCAR_ATTN_TILE * (dk + dv) + 2 * nq * g * OSCAR_ATTN_TILE + g));
 }
 
-int64_t oscar_attn_visible(const oscar_attn_src * src, int nsrc, int32_t * rows) {
+size_t oscar_attn_rows_work(int64_t dk, int64_t dv, int nq, int g, int64_t rows) {  // sums, a part, row lists
+    return lines((size_t) (2 * nq * g * (2 + dv))) + oscar_attn_scratch(dk, dv, nq, g) + lines((size_t) (nq * rows));
+}
+
+size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int decode, int g, int nth, int64_t rows) {
+    if (decode) {  // every head's part of every piece, then each thread's scratch and row list
+        const size_t mine = oscar_attn_scratch(dk, dv, 1, g) + lines((size_t) rows);
+        return (size_t) (heads * oscar_attn_chunks(rows) * (2 + dv)) + (size_t) nth * mine;
+    }
+    return (size_t) nth * oscar_attn_rows_work(dk, dv, OSCAR_ATTN_QROWS, g, rows);
+}
+
+int64_t oscar_attn_visible(const oscar_attn_src * src, int nsrc, int64_t i, int32_t * rows) {
     int64_t n = 0, off = 0;
     for (int t = 0; t < nsrc; off += src[t].n, t++) {
-        const uint16_t * m = src[t].mask;
+        const uint16_t * m = src[t].mask ? src[t].mask + i * src[t].mask_row : NULL;
         for (int64_t r = 0; r < src[t].n; r++) {
             if (!m || m[r] != 0xfc00) {  // fp16 -inf
                 rows[n++] = (int32_t) (off + r);
@@ -144,72 +209,83 @@ static inline const oscar_attn_src * locate(const oscar_attn_src * src, int nsrc
     return &src[t];
 }
 
-void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows, int64_t n, int g, const float * q,
-                     int64_t q_head, int64_t dk, int64_t dv, float scale, float softcap, float max_bias, int64_t h0,
-                     int64_t n_head, float * part, float * scratch) {
-    float * krow = scratch, * vrow = krow + dk, * s = vrow + dv, * w = s + g * OSCAR_ATTN_TILE;
-    float * slope = w + g * OSCAR_ATTN_TILE;  // logits of head h0 + j at s[j TILE + r]
-    const float kq_scale = softcap != 0.0f ? scale / softcap : scale;
-    const uint32_t n_head_log2 = 1u << (uint32_t) floor(log2((double) n_head));  // ALiBi, as ggml does it
-    const float m0 = powf(2.0f, -max_bias / n_head_log2), m1 = powf(2.0f, -(max_bias / 2.0f) / n_head_log2);
+void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows, int64_t n,
+                     const oscar_attn_query * qa, int nq, float * part, float * scratch) {
+    const int g = qa->g, nqg = nq * g;  // query (i, j): logits s[(i g + j) TILE + r], part (i g + j)
+    const int64_t dk = qa->dk, dv = qa->dv, q_row = qa->q_row, q_head = qa->q_head;  // locals: no aliasing reloads
+    const float * q = qa->q;
+    const float softcap = qa->softcap;
+    float * kt = scratch, * vt = kt + OSCAR_ATTN_TILE * dk, * s = vt + OSCAR_ATTN_TILE * dv;
+    float * w = s + nqg * OSCAR_ATTN_TILE, * slope = w + nqg * OSCAR_ATTN_TILE;
+    const float kq_scale = softcap != 0.0f ? qa->scale / softcap : qa->scale;
+    const uint32_t n_head_log2 = 1u << (uint32_t) floor(log2((double) qa->n_head));  // ALiBi, as ggml does it
+    const float m0 = powf(2.0f, -qa->max_bias / n_head_log2), m1 = powf(2.0f, -(qa->max_bias / 2.0f) / n_head_log2);
     for (int j = 0; j < g; j++) {
-        const int64_t h = h0 + j;
-        slope[j] = max_bias > 0.0f ? (h < n_head_log2 ? powf(m0, h + 1) : powf(m1, 2 * (h - n_head_log2) + 1)) : 1.0f;
-        float * p = part + j * (2 + dv);
+        const int64_t h = qa->h0 + j;
+        slope[j] = qa->max_bias > 0.0f ? (h < n_head_log2 ? powf(m0, h + 1) : powf(m1, 2 * (h - n_head_log2) + 1))
+                                       : 1.0f;
+    }
+    for (int u = 0; u < nqg; u++) {
+        float * p = part + u * (2 + dv);
         p[0] = -INFINITY;
         p[1] = 0.0f;
         memset(p + 2, 0, (size_t) dv * sizeof(float));
     }
     for (int64_t i0 = 0; i0 < n; i0 += OSCAR_ATTN_TILE) {
         const int nt = (int) (n - i0 < OSCAR_ATTN_TILE ? n - i0 : OSCAR_ATTN_TILE);
-        for (int r = 0; r < nt; r++) {  // the tile's logits, one K row decode for all heads
+        for (int r = 0; r < nt; r++) {  // the tile's K and V rows, decoded once for all queries
             int64_t row;
             const oscar_attn_src * a = locate(src, nsrc, rows[i0 + r], &row);
-            const float mv = a->mask ? oscar_half_to_float(a->mask[row]) : 0.0f;
-            const float * k = (const float *) (a->k + row * a->nbk);
             if (a->k_to_float) {
-                a->k_to_float(a->k + row * a->nbk, krow, dk);
-                k = krow;
+                a->k_to_float(a->k + row * a->nbk, kt + r * dk, dk);
+            } else {
+                memcpy(kt + r * dk, a->k + row * a->nbk, (size_t) dk * sizeof(float));
             }
-            for (int j = 0; j < g; j++) {
-                float l = dot(k, q + j * q_head, dk) * kq_scale;
-                if (softcap != 0.0f) {
-                    l = softcap * tanhf(l);
-                }
-                s[j * OSCAR_ATTN_TILE + r] = l + (mv != 0.0f ? slope[j] * mv : 0.0f);
+            if (a->v_to_float) {
+                a->v_to_float(a->v + row * a->nbv, vt + r * dv, dv);
+            } else {
+                memcpy(vt + r * dv, a->v + row * a->nbv, (size_t) dv * sizeof(float));
             }
         }
-        for (int j = 0; j < g; j++) {  // the running maximum moves once per tile
-            float * p = part + j * (2 + dv), * sj = s + j * OSCAR_ATTN_TILE;
-            for (int r = nt; r < OSCAR_ATTN_TILE; r++) sj[r] = -INFINITY;  // a short tile: weights 0
+        if (nt < OSCAR_ATTN_TILE) {  // a short tile: zero rows, whose logits become -inf below
+            memset(kt + nt * dk, 0, (size_t) ((OSCAR_ATTN_TILE - nt) * dk) * sizeof(float));
+        }
+        for (int i = 0; i < nq; i++) {
+            float mv[OSCAR_ATTN_TILE];  // query row i's mask values of the tile's rows
+            for (int r = 0; r < nt; r++) {
+                int64_t row;
+                const oscar_attn_src * a = locate(src, nsrc, rows[i0 + r], &row);
+                mv[r] = a->mask ? oscar_half_to_float(a->mask[i * a->mask_row + row]) : 0.0f;
+            }
+            for (int j = 0; j < g; j++) {
+                float * su = s + (i * g + j) * OSCAR_ATTN_TILE;
+                const float * qij = q + i * q_row + j * q_head;
+                for (int r = 0; r < OSCAR_ATTN_TILE; r += 8) logits8(kt + r * dk, qij, dk, su + r);
+                for (int r = 0; r < nt; r++) {
+                    float l = su[r] * kq_scale;
+                    if (softcap != 0.0f) {
+                        l = softcap * tanhf(l);
+                    }
+                    su[r] = l + (mv[r] != 0.0f ? slope[j] * mv[r] : 0.0f);
+                }
+                for (int r = nt; r < OSCAR_ATTN_TILE; r++) su[r] = -INFINITY;  // weights 0
+            }
+        }
+        for (int u = 0; u < nqg; u++) {  // the running maximum moves once per tile
+            float * p = part + u * (2 + dv), * su = s + u * OSCAR_ATTN_TILE, * wu = w + u * OSCAR_ATTN_TILE;
             float m = -INFINITY;
-            for (int r = 0; r < OSCAR_ATTN_TILE; r++) m = sj[r] > m ? sj[r] : m;
+            for (int r = 0; r < OSCAR_ATTN_TILE; r++) m = su[r] > m ? su[r] : m;
             if (m == -INFINITY) {  // a logit of -inf (an infinite query): no weight
-                memset(w + j * OSCAR_ATTN_TILE, 0, OSCAR_ATTN_TILE * sizeof(float));
                 continue;
             }
+            float f = 1.0f;
             if (m > p[0]) {
-                const float f = expf(p[0] - m);  // 0 the first time
-                for (int64_t d = 0; d < dv; d++) p[2 + d] *= f;
+                f = expf(p[0] - m);  // 0 the first time
                 p[1] *= f;
                 p[0] = m;
             }
-            p[1] += exp_tile(sj, p[0], w + j * OSCAR_ATTN_TILE, OSCAR_ATTN_TILE);
-        }
-        for (int r = 0; r < nt; r++) {  // one V row decode for all heads
-            int64_t row;
-            const oscar_attn_src * a = locate(src, nsrc, rows[i0 + r], &row);
-            const float * v = (const float *) (a->v + row * a->nbv);
-            if (a->v_to_float) {
-                a->v_to_float(a->v + row * a->nbv, vrow, dv);
-                v = vrow;
-            }
-            for (int j = 0; j < g; j++) {
-                const float wr = w[j * OSCAR_ATTN_TILE + r];
-                if (wr != 0.0f) {
-                    scale_add(part + j * (2 + dv) + 2, 1.0f, v, wr, dv);
-                }
-            }
+            p[1] += exp_tile(su, p[0], wu, OSCAR_ATTN_TILE);
+            accumulate(p + 2, f, vt, wu, nt, dv);
         }
     }
 }
@@ -241,4 +317,44 @@ void oscar_attn_merge(const float * parts, int nparts, int64_t part_stride, int6
     oscar_attn_begin(acc, dv, sink);
     for (int c = 0; c < nparts; c++) oscar_attn_fold(acc, parts + c * part_stride, dv);
     oscar_attn_end(acc, dv, out);
+}
+
+void oscar_attn_rows(const oscar_attn_src * src, int nsrc, const oscar_attn_query * qa, int nq, const float * sink,
+                     float * out, int64_t out_row, int64_t out_head, float * work) {
+    const int g = qa->g, nqg = nq * g;
+    const int64_t dv = qa->dv, P = 2 + dv, total = src[0].n + (nsrc > 1 ? src[1].n : 0);
+    float * acc = work, * piece = acc + nqg * P;
+    float * scratch = acc + lines((size_t) (2 * nqg * P));
+    int32_t * lists = (int32_t *) (scratch + oscar_attn_scratch(qa->dk, dv, nq, g));
+    int64_t n[OSCAR_ATTN_QROWS], common = total;
+    for (int i = 0; i < nq; i++) {  // each row's visible rows, and how many they share from the start
+        int32_t * li = lists + i * total;
+        n[i] = oscar_attn_visible(src, nsrc, i, li);
+        int64_t c = 0;
+        while (c < common && c < n[i] && (i == 0 || li[c] == lists[c])) c++;
+        common = c;
+        for (int j = 0; j < g; j++) oscar_attn_begin(acc + (i * g + j) * P, dv, sink ? sink + j : NULL);
+    }
+    const int64_t joint = common / OSCAR_ATTN_CHUNK;  // whole pieces every row has alike: done together
+    for (int64_t c = 0; c < joint; c++) {
+        oscar_attn_part(src, nsrc, lists + c * OSCAR_ATTN_CHUNK, OSCAR_ATTN_CHUNK, qa, nq, piece, scratch);
+        for (int u = 0; u < nqg; u++) oscar_attn_fold(acc + u * P, piece + u * P, dv);
+    }
+    for (int i = 0; i < nq; i++) {  // the rest row by row
+        oscar_attn_query qi = *qa;
+        qi.q = qa->q + i * qa->q_row;
+        oscar_attn_src si[2];
+        for (int t = 0; t < nsrc && t < 2; t++) {
+            si[t] = src[t];
+            si[t].mask = src[t].mask ? src[t].mask + i * src[t].mask_row : NULL;
+        }
+        const int32_t * li = lists + i * total;
+        for (int64_t c = joint; c < oscar_attn_chunks(n[i]); c++) {
+            const int64_t len = n[i] - c * OSCAR_ATTN_CHUNK < OSCAR_ATTN_CHUNK ? n[i] - c * OSCAR_ATTN_CHUNK
+                                                                               : OSCAR_ATTN_CHUNK;
+            oscar_attn_part(si, nsrc, li + c * OSCAR_ATTN_CHUNK, len, &qi, 1, piece, scratch);
+            for (int j = 0; j < g; j++) oscar_attn_fold(acc + (i * g + j) * P, piece + j * P, dv);
+        }
+        for (int j = 0; j < g; j++) oscar_attn_end(acc + (i * g + j) * P, dv, out + i * out_row + j * out_head);
+    }
 }

@@ -26,6 +26,15 @@ class Source:
             self.vb = self.v = np.ascontiguousarray(v, dtype=np.float32)
 
 
+def query(q: np.ndarray, scale=0.1, softcap=0.0, max_bias=0.0, h0=0, n_head=None):
+    """An oscar_attn_query of the float32 queries q [nq, g, DK] (C order), and the buffer it points into (keep it)."""
+    ffi, _ = _native.lib()
+    qa, buf = ffi.new("oscar_attn_query *"), ffi.from_buffer("float[]", q)
+    qa.q, qa.q_row, qa.q_head, qa.dk, qa.dv = buf, q.shape[-2] * DK, DK, DK, DV
+    qa.scale, qa.softcap, qa.max_bias, qa.h0, qa.n_head, qa.g = scale, softcap, max_bias, h0, n_head, q.shape[-2]
+    return qa, buf
+
+
 def attn_parts(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, max_bias=0.0, h0=0, n_head=None,
                cuts=()) -> np.ndarray:
     """oscar_attn_part for one query row of g heads of one KV head, q [g, DK] (or [DK]), over the rows the sources'
@@ -40,17 +49,18 @@ def attn_parts(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, max
         keep += [kb, vb]
         s.k, s.v, s.n, s.nbk, s.nbv = kb, vb, c.n, c.kb.strides[0] if c.n else 0, c.vb.strides[0] if c.n else 0
         s.mask = ffi.NULL if c.mask is None else ffi.cast("uint16_t *", ffi.from_buffer(c.mask))
+        s.mask_row = c.n
         bits = c.kind[-1] if c.kind else None
         s.k_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
         s.v_to_float = s.k_to_float
     rows = ffi.new("int32_t[]", max(1, sum(c.n for c in sources)))
-    n = lib.oscar_attn_visible(src, len(sources), rows)
+    n = lib.oscar_attn_visible(src, len(sources), 0, rows)
     bounds = [0, *(min(c, n) for c in cuts), n]
     parts = np.empty((len(bounds) - 1, g, 2 + DV), dtype=np.float32)
-    scratch = np.empty(lib.oscar_attn_scratch(DK, DV, g), dtype=np.float32)
+    scratch = np.empty(lib.oscar_attn_scratch(DK, DV, 1, g), dtype=np.float32)
+    qa, _buf = query(q, scale, softcap, max_bias, h0, n_head or g)
     for pi, (r0, r1) in enumerate(zip(bounds[:-1], bounds[1:])):
-        lib.oscar_attn_part(src, len(sources), rows + r0, r1 - r0, g, ffi.from_buffer("float[]", q), DK, DK, DV,
-                            scale, softcap, max_bias, h0, n_head or g, ffi.from_buffer("float[]", parts[pi]),
+        lib.oscar_attn_part(src, len(sources), rows + r0, r1 - r0, qa, 1, ffi.from_buffer("float[]", parts[pi]),
                             ffi.from_buffer("float[]", scratch))
     return parts
 
@@ -371,3 +381,58 @@ def test_group_size():
     assert lib.oscar_attn_group(4, 1, 1, 1, 1) == 4
     assert lib.oscar_attn_group(9, 3, 3, 9, 1) == 1  # a mask per head
     assert lib.oscar_attn_group(8, 2, 4, 1, 1) == 1  # K and V with other heads
+
+
+def attn_rows(q: np.ndarray, sources: list[Source], sinks: np.ndarray, max_bias=0.0) -> np.ndarray:
+    """oscar_attn_rows for q [nq, g, DK], each source's mask [nq, n]: [nq, g, DV]."""
+    ffi, lib = _native.lib()
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    nq, g, total = q.shape[0], q.shape[1], sum(c.n for c in sources)
+    src, keep = ffi.new("oscar_attn_src[]", len(sources)), []
+    for s, c in zip(src, sources):
+        kb, vb, m = ffi.from_buffer("char[]", c.kb), ffi.from_buffer("char[]", c.vb), ffi.from_buffer(c.mask)
+        keep += [kb, vb, m]
+        s.k, s.v, s.n, s.nbk, s.nbv = kb, vb, c.n, c.kb.strides[0], c.vb.strides[0]
+        s.mask, s.mask_row = ffi.cast("uint16_t *", m), c.n
+        bits = c.kind[-1] if c.kind else None
+        s.k_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
+        s.v_to_float = s.k_to_float
+    qa, _buf = query(q, 0.1, 0.0, max_bias, 0, g)
+    out = np.zeros((nq, g, DV), dtype=np.float32)
+    work = np.empty(lib.oscar_attn_rows_work(DK, DV, nq, g, total), dtype=np.float32)
+    sk = np.ascontiguousarray(sinks, dtype=np.float32)
+    lib.oscar_attn_rows(src, len(sources), qa, nq, ffi.from_buffer("float[]", sk), ffi.from_buffer("float[]", out),
+                        g * DV, DV, ffi.from_buffer("float[]", work))
+    return out
+
+
+@pytest.mark.parametrize("nq", [1, 5, 8])
+def test_rows_together_give_each_row_alone(nq):
+    """A causal block of query rows: the pieces they all see are done together, the rest row by row; each row's
+    result has the bits of that row alone (cut into the same pieces), and NumPy's values."""
+    _, lib = _native.lib()
+    rng = np.random.default_rng(nq)
+    chunk, g = lib.OSCAR_ATTN_CHUNK, 3
+    n_main, n_tier = 2 * chunk + 190, 40
+    main = Source(rng.normal(0, 1, (n_main, DK)), rng.normal(0, 1, (n_main, DV)), None, "oscar2")
+    tier = Source(rng.normal(0, 1, (n_tier, DK)), rng.normal(0, 1, (n_tier, DV)), None, None)
+    holes = rng.random(n_main) < 0.1  # rows nobody sees, among the shared past
+    mm, mt = np.zeros((nq, n_main)), rng.normal(0, 1, (nq, n_tier))
+    for i in range(nq):
+        mm[i, holes] = -np.inf
+        mm[i, 2 * chunk + 20 * i:] = -np.inf  # row i sees 20 more main rows than row i - 1
+        mt[i, rng.random(n_tier) < 0.3] = -np.inf
+    main.mask, tier.mask = mm.astype(np.float16), mt.astype(np.float16)
+    q, sinks = rng.normal(0, 1, (nq, g, DK)), rng.normal(0, 1, g)
+    got = attn_rows(q, [main, tier], sinks, max_bias=8.0)
+    for i in range(nq):
+        alone = [Source.__new__(Source) for _ in range(2)]
+        for a, c in zip(alone, (main, tier)):
+            a.__dict__.update(c.__dict__)
+            a.mask = np.ascontiguousarray(c.mask[i])
+        parts = attn_parts(q[i], alone, max_bias=8.0, cuts=(chunk, 2 * chunk))
+        for j in range(g):
+            want = merge(parts[:, j:j + 1], sink=sinks[j])[0]
+            np.testing.assert_array_equal(got[i, j], want)
+            np.testing.assert_allclose(got[i, j], reference(q[i, j], alone, slope=alibi(8.0, j, g), sink=sinks[j]),
+                                       rtol=2e-5, atol=2e-6)
