@@ -16,6 +16,10 @@ Offline (the GPU machine has no network): --source DIR uses a tree already extra
 --stock builds the *unpatched* pinned libllama and ggml-rpc-server (CPU) into their own build dir and prints that
 dir; the tests load calibrated files with it (LLAMA_CPP_LIB_PATH) to check they still work in stock llama.cpp, and
 offer the stock rpc-server an OScaR cache to see it refused.
+
+--avx2 builds the patched libllama with ggml's x86 SIMD fixed at AVX2/FMA/F16C/BMI2 (GGML_NATIVE off) into its own
+build dir and prints that dir: the code path of an x86 CPU without AVX-512 (an AMD EPYC before Zen 4), measured on
+any x86 machine by pointing LLAMA_CPP_LIB_PATH at it.
 """
 from __future__ import annotations
 
@@ -165,6 +169,40 @@ def stock_build(python: str, jobs: int) -> Path:
     return bin_dir
 
 
+AVX2_ISA = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON",
+            "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF"]
+
+
+def source_key() -> str:
+    """The key of the patched source tree: the sdist and patches/."""
+    return hashlib.sha256((SDIST_SHA256 + tree_hash(patch_files())).encode()).hexdigest()
+
+
+def avx2_build(python: str, jobs: int) -> Path:
+    """The patched libllama and its ggml libraries built for AVX2 without AVX-512 (AVX2_ISA), from the same patched
+    source as the wheel, into build/avx2/bin. Returns the bin dir; a second call with nothing changed is a no-op."""
+    build = cache_dir() / "build" / "avx2"
+    stamp, bin_dir = build / ".oscar-build-key", build / "bin"
+    key = source_key() + tree_hash(native_files()) + " ".join(AVX2_ISA + cpu_flags())
+    if stamp.exists() and stamp.read_text() == key and (bin_dir / "libllama.so").exists():
+        return bin_dir
+    src = prepare_source(fetch_sdist(python), source_key())
+    shutil.rmtree(build, ignore_errors=True)  # a tree configured from another source dir cannot be reused
+    build.mkdir(parents=True)
+    args = ["cmake", "-S", str(src / "vendor" / "llama.cpp"), "-B", str(build), "-G", "Ninja",
+            *cmake_args(False, tools=False), f"-DOSCAR_NATIVE_DIR={ROOT / 'native'}", *AVX2_ISA,
+            "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAVA_BUILD=OFF",
+            "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN"]
+    log = build / "oscar-build.log"
+    print(f"[oscar-gguf] building patched libllama for AVX2 (no AVX-512) in {build}; log: {log}", flush=True)
+    with open(log, "w") as f:
+        logged_run(args, f)
+        logged_run(["cmake", "--build", str(build), "-j", str(jobs), "--target", "llama"], f, progress=True)
+    stamp.write_text(key)
+    return bin_dir
+
+
 def stock_python_path() -> Path:
     """The stock llama-cpp-python package's parent dir (import it with this on PYTHONPATH)."""
     return cache_dir() / "src" / "stock"
@@ -289,17 +327,18 @@ def main() -> int:
     ap.add_argument("--offline", action="store_true", help="install without a package index or build isolation")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", os.cpu_count() or 2)))
     ap.add_argument("--stock", action="store_true", help="build the unpatched libllama (CPU) and print its dir")
+    ap.add_argument("--avx2", action="store_true", help="build the patched libllama for AVX2 only and print its dir")
     a = ap.parse_args()
-    if a.stock:
+    if a.stock or a.avx2:
         try:
-            print(stock_build(a.python, a.jobs))
+            print(stock_build(a.python, a.jobs) if a.stock else avx2_build(a.python, a.jobs))
         except (BuildError, subprocess.CalledProcessError) as e:
-            print(f"[oscar-gguf] error: stock build failed: {e}", file=sys.stderr)
+            print(f"[oscar-gguf] error: {'stock' if a.stock else 'AVX2'} build failed: {e}", file=sys.stderr)
             return 1
         return 0
     patches, native = patch_files(), native_files()
-    source_key = hashlib.sha256((SDIST_SHA256 + tree_hash(patches)).encode()).hexdigest()
-    build_key = hashlib.sha256((source_key + tree_hash(native) + ("cuda" if a.cuda else "cpu")
+    skey = source_key()
+    build_key = hashlib.sha256((skey + tree_hash(native) + ("cuda" if a.cuda else "cpu")
                                 + " ".join(cmake_args(a.cuda, tools=True))
                                 + (os.environ.get("OSCAR_CUDA_ARCHS", CUDA_ARCHS_DEFAULT) if a.cuda else "")).encode()).hexdigest()
     old = installed_stamp(a.python)
@@ -308,7 +347,7 @@ def main() -> int:
         print(f"[oscar-gguf] patched llama.cpp is up to date (build {build_key[:12]})", flush=True)
         return 0
     try:
-        src = source_tree(a.source, source_key) if a.source else prepare_source(fetch_sdist(a.python), source_key)
+        src = source_tree(a.source, skey) if a.source else prepare_source(fetch_sdist(a.python), skey)
         commit = subprocess.run(["git", "-C", str(src / "vendor" / "llama.cpp"), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip() or "unknown"
         stamp = {"build_key": build_key, "patch_set": tree_hash(patches)[:16], "native": tree_hash(native)[:16],

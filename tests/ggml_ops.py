@@ -4,6 +4,7 @@ Tests build a graph of real ggml tensors, fill them from NumPy and compare the r
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,9 +31,9 @@ F32, F16 = 0, 1
 
 @lru_cache(maxsize=None)
 def lib():
-    import llama_cpp  # loads the patched libggml* it ships
+    import llama_cpp  # loads the patched libggml* it ships, or those in LLAMA_CPP_LIB_PATH (another build)
 
-    libdir = Path(llama_cpp.__file__).parent / "lib"
+    libdir = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).parent / "lib")
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
     base = ffi.dlopen(str(libdir / "libggml-base.so"))
