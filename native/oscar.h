@@ -106,9 +106,11 @@ int64_t oscar_attn_chunks(int64_t n);  // the pieces of n rows
 size_t oscar_attn_rows_work(int64_t dk, int64_t dv, int nq, int g, int64_t rows);
 void oscar_attn_rows(const oscar_attn_src * src, int nsrc, const oscar_attn_query * qa, int nq, const float * sink,
                      float * out, int64_t out_row, int64_t out_head, float * work);
+// A decoding thread's own work: its oscar_attn_scratch (nq 1), then room for a list of all rows (int32).
+size_t oscar_attn_decode_work(int64_t dk, int64_t dv, int g, int64_t rows);
 // ggml-cpu's work buffer in floats for heads query heads in groups of g over rows K/V rows in all: decode (one
-// query row: every head's part of every piece, kept for the merge, and each thread's scratch and row list) or a
-// batch (each thread's oscar_attn_rows_work); nth threads.
+// query row: every head's part of every piece, kept for the merge, then each thread's oscar_attn_decode_work) or
+// a batch (each thread's oscar_attn_rows_work); nth threads.
 size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int decode, int g, int nth, int64_t rows);
 
 // The f16 tier's bookkeeping (oscar_tier.c). Sequence s owns slots [s (S + W), (s + 1)(S + W)); pos[slot] is the

@@ -180,10 +180,14 @@ size_t oscar_attn_rows_work(int64_t dk, int64_t dv, int nq, int g, int64_t rows)
     return lines((size_t) (2 * nq * g * (2 + dv))) + oscar_attn_scratch(dk, dv, nq, g) + lines((size_t) (nq * rows));
 }
 
+size_t oscar_attn_decode_work(int64_t dk, int64_t dv, int g, int64_t rows) {  // scratch, row list
+    return oscar_attn_scratch(dk, dv, 1, g) + lines((size_t) rows);
+}
+
 size_t oscar_attn_wsize(int64_t dk, int64_t dv, int64_t heads, int decode, int g, int nth, int64_t rows) {
-    if (decode) {  // every head's part of every piece, then each thread's scratch and row list
-        const size_t mine = oscar_attn_scratch(dk, dv, 1, g) + lines((size_t) rows);
-        return (size_t) (heads * oscar_attn_chunks(rows) * (2 + dv)) + (size_t) nth * mine;
+    if (decode) {  // every head's part of every piece, then each thread's oscar_attn_decode_work
+        return (size_t) (heads * oscar_attn_chunks(rows) * (2 + dv)) +
+               (size_t) nth * oscar_attn_decode_work(dk, dv, g, rows);
     }
     return (size_t) nth * oscar_attn_rows_work(dk, dv, OSCAR_ATTN_QROWS, g, rows);
 }
@@ -233,9 +237,11 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows,
     }
     for (int64_t i0 = 0; i0 < n; i0 += OSCAR_ATTN_TILE) {
         const int nt = (int) (n - i0 < OSCAR_ATTN_TILE ? n - i0 : OSCAR_ATTN_TILE);
+        const oscar_attn_src * ta[OSCAR_ATTN_TILE];  // the tile's rows: source, and row there
+        int64_t tr[OSCAR_ATTN_TILE];
         for (int r = 0; r < nt; r++) {  // the tile's K and V rows, decoded once for all queries
-            int64_t row;
-            const oscar_attn_src * a = locate(src, nsrc, rows[i0 + r], &row);
+            const oscar_attn_src * a = ta[r] = locate(src, nsrc, rows[i0 + r], &tr[r]);
+            const int64_t row = tr[r];
             if (a->k_to_float) {
                 a->k_to_float(a->k + row * a->nbk, kt + r * dk, dk);
             } else {
@@ -253,9 +259,7 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows,
         for (int i = 0; i < nq; i++) {
             float mv[OSCAR_ATTN_TILE];  // query row i's mask values of the tile's rows
             for (int r = 0; r < nt; r++) {
-                int64_t row;
-                const oscar_attn_src * a = locate(src, nsrc, rows[i0 + r], &row);
-                mv[r] = a->mask ? oscar_half_to_float(a->mask[i * a->mask_row + row]) : 0.0f;
+                mv[r] = ta[r]->mask ? oscar_half_to_float(ta[r]->mask[i * ta[r]->mask_row + tr[r]]) : 0.0f;
             }
             for (int j = 0; j < g; j++) {
                 float * su = s + (i * g + j) * OSCAR_ATTN_TILE;
