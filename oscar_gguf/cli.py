@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -90,12 +91,14 @@ def cmd_chat(a) -> int:
 
 
 def publish(report: dict, out: Path, kind, argv: list[str], plot: bool = True) -> int:
-    """Record the command line, write .json/.md/.png (the plot can be drawn later with render), print the table."""
+    """Record the command line (with LLAMA_CPP_LIB_PATH when another build ran), write .json/.md/.png (the plot can
+    be drawn later with render), print the table."""
     import shlex
 
     from . import reports
 
-    report["command"] = shlex.join(["oscar-gguf", *argv])
+    lib = os.environ.get("LLAMA_CPP_LIB_PATH")
+    report["command"] = (f"LLAMA_CPP_LIB_PATH={shlex.quote(lib)} " if lib else "") + shlex.join(["oscar-gguf", *argv])
     for p in reports.write(report, out, kind.markdown, kind.plot if plot else None):
         print(f"wrote {p}", file=sys.stderr)
     print(kind.markdown(report))
