@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .kvtypes import CALIB_CHOICES, KV_TYPES, kv_type
+from .corpus import DEFAULT_TEXT, TEXTS
 from .models import DEFAULT_MODEL
 
 
@@ -109,7 +110,7 @@ def cmd_eval(a) -> int:
     from . import evaluate
 
     report = evaluate.run(a.model, _types(a.kv), a.ctx, max_chunks=a.max_chunks, min_chunks=a.min_chunks,
-                          threads=a.threads, n_gpu_layers=a.gpu_layers, tiers=_tiers(a.tiers), calib=a.calib)
+                          threads=a.threads, n_gpu_layers=a.gpu_layers, tiers=_tiers(a.tiers), calib=a.calib, text=a.text)
     return publish(report, Path(a.out or f"eval-{Path(str(a.model)).stem}-ctx{a.ctx}"), evaluate, a.argv, not a.no_plot)
 
 
@@ -195,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tiers", help="SINKS:WINDOW[,...]: measure each OScaR type with each f16 tier (default: the default tier)")
     p.add_argument("--calib", choices=CALIB_CHOICES, default="on",
                    help="OScaR types: apply the model's calibration (on), not (off), or measure both ways (both)")
+    p.add_argument("--text", choices=list(TEXTS), default=DEFAULT_TEXT,
+                   help="evaluation prose (Debian package): python3-doc's documents outside calibration's, or "
+                        "debian-handbook, a kind of prose calibration never reads")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("bench", help="decode tokens/s at context depths, prefill at depth, KV buffer sizes")

@@ -67,7 +67,7 @@ def chunk_logits(llm, tokens: list[int]) -> np.ndarray:
 
 def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chunks: int = 2,
         rel_ci: float = 0.10, threads: int | None = None, n_gpu_layers: int = 0,
-        tiers: list[tuple[int, int]] | None = None, calib: str = "on") -> dict:
+        tiers: list[tuple[int, int]] | None = None, calib: str = "on", text: str = "python3-doc") -> dict:
     from tqdm import tqdm
 
     from .chat import OscarModel
@@ -75,7 +75,7 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
 
     plan = {"f16": Variant("f16", 0, 0), **{k: v for k, v in variants(kv_types, tiers, calib).items() if k != "f16"}}
     types = list(plan)
-    corpus = load_corpus("eval")
+    corpus = load_corpus("eval", text)
 
     def load(label: str) -> OscarModel:
         v = plan[label]
@@ -131,7 +131,7 @@ def run(model: str, kv_types: list[str], ctx: int, max_chunks: int = 64, min_chu
     return {
         "model": str(model), "model_file": ref_model.path.name, "ctx": ctx, "chunks": done,
         "scored_tokens_per_type": len(stats["f16"].kld), "seconds": round(time.time() - t0, 1),
-        "corpus": {"package": corpus.package, "version": corpus.version, "documents": corpus.documents},
+        "corpus": {"text": corpus.name, "package": corpus.package, "version": corpus.version, "documents": corpus.documents},
         "results": {t: {"bits_per_element": kv_type(plan[t].kv).bits_per_element,
                         "effective_bits": effective_bits(caches[t]["type_k"], caches[t]["type_v"], shape.head_dim_k,
                                                          shape.head_dim_v, ctx, caches[t]["tier_sinks"],

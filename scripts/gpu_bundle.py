@@ -76,11 +76,12 @@ def split_model(parts: list[Path]) -> None:
 
 
 def corpus_debs(dest: Path) -> None:
-    """The .debs oscar_gguf.corpus keeps in its cache (fetched there if need be); fetch_html unpacks them there."""
-    from oscar_gguf.corpus import fetch_html
+    """The default text's .debs oscar_gguf.corpus keeps in its cache (fetched there if need be); fetch_html unpacks
+    them there. The device runs evaluate on the default text only (the handbook's 35 MB would not fit a carry)."""
+    from oscar_gguf.corpus import cached_debs, fetch_html
 
     fetch_html()
-    for deb in sorted((cache_dir() / "corpus").glob("*.deb")):
+    for deb in cached_debs():
         shutil.copy2(deb, dest / deb.name)
 
 

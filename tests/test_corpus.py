@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from oscar_gguf import corpus
@@ -38,6 +40,33 @@ def test_version_recorded(ev, cal):
 def test_bad_split():
     with pytest.raises(ValueError):
         corpus.load_corpus("train")
+    with pytest.raises(ValueError, match="debian-handbook has no split 'calib'"):
+        corpus.load_corpus("calib", "debian-handbook")  # held out: no calibration reads it
+    with pytest.raises(ValueError, match="unknown text 'novels'"):
+        corpus.load_corpus("eval", "novels")
+
+
+def test_handbook_is_another_kind_of_prose(ev):
+    hb = corpus.load_corpus("eval", "debian-handbook")
+    assert (hb.package, hb.name) == ("debian-handbook", "debian-handbook") and hb.version not in ("", "unknown")
+    assert len(hb.documents) > 100 and "index.html" not in hb.documents
+    t = hb.text
+    assert len(t) >= 600_000
+    assert not re.search(r"</?(div|p|pre|span|a|code)\b", t)  # prose quotes shell redirections like </dev/null
+    assert sum(c.isalpha() or c == " " for c in t) / len(t) > 0.85
+    assert min(len(p) for p in t.split("\n\n")) >= corpus.MIN_PARAGRAPH
+    assert not set(t.split("\n\n")) & set(ev.text.split("\n\n"))  # no paragraph shared with Python's docs
+
+
+def test_publican_parser_keeps_paragraphs_not_code():
+    prose = "The administrator edits the configuration file and restarts the service to apply the new settings, "
+    html = (
+        '<div id="banner"><p>' + "navigation " * 20 + "</p></div>"
+        '<div class="section"><div class="para">' + prose + "with <code class=\"command\">apt</code> here."
+        '<div class="informalexample"><pre class="screen">' + "$ apt-get install x\n" * 10 + "</pre></div>"
+        "</div><div class=\"para\">Too short.</div></div>"
+    )
+    assert corpus.paragraphs(html, "publican") == [prose + "with apt here."]
 
 
 def test_paragraph_parser_keeps_only_body_prose():
