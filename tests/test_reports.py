@@ -21,6 +21,15 @@ def test_eval_writes_json_markdown_and_plot(tmp_path):
     assert "Command: `oscar-gguf eval --kv q4_0,oscar2 --ctx 256" in out.with_suffix(".md").read_text()
 
 
+def test_eval_on_the_held_out_kind_of_prose(tmp_path):
+    out = tmp_path / "hb"
+    assert cli.main(["eval", "--kv", "oscar2", "--ctx", "256", "--max-chunks", "1", "--min-chunks", "1",
+                     "--text", "debian-handbook", "--no-plot", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["corpus"]["text"] == report["corpus"]["package"] == "debian-handbook"
+    assert "text: Debian `debian-handbook`" in out.with_suffix(".md").read_text()
+
+
 def test_bench_reports_speeds_and_exact_kv_sizes():
     report = bench.run("smollm2", ["q4_0", "oscar2"], [64, 128], n_decode=2, repeats=1)
     for t, r in report["results"].items():
