@@ -64,7 +64,7 @@ def scalar(seed: int, blocks: int) -> dict:
 
 def markdown(rep: dict) -> str:
     lm = rep["lloyd_max"]
-    lines = [f"Gaussian blocks of 64 (N(0,1), {rep['blocks']} per seed, seeds {rep['seeds']}; codebooks trained on other "
+    lines = [f"Gaussian blocks of 64 (N(0,1), {rep['blocks']} per seed, {rep['seeds']} seeds; codebooks trained on other "
              "seeded blocks: tests/tcq_ref.py train_codebook). MSE at unit scale against the 2-bit rate-distortion "
              f"bound {BOUND:.4f} and the scalar Lloyd-Max code ({lm['theory']:.4f} in theory); 'block' is the "
              "relative error with oscar2's scale rule (norm kept, fp16 scale, 2.25 bits per element). Mean over "
