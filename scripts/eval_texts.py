@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""One table from several `oscar-gguf eval` reports (models x kinds of prose x contexts): each type's KLD against
-the f16 cache, as a ratio to q4_0's in the same run, with its effective bits at that context (issue 15, items 3-4).
+"""One table from several `oscar-gguf eval` reports (models x kinds of prose x contexts): each OScaR type's KLD
+against the f16 cache on the default path (tier 1 + 128, the model's calibration), as a ratio to q4_0's in the same
+run, with its effective bits at that context (issue 15, items 3-4).
 
     python3 scripts/eval_texts.py OUT_PREFIX REPORT.json [REPORT.json ...]
 
@@ -12,6 +13,14 @@ import argparse
 import json
 from pathlib import Path
 
+from oscar_gguf.evaluate import _effective  # reports older than the column: from their cache
+
+
+def family(model_file: str) -> str:
+    """The registry model a file is a copy of (its own name, or a calibrated copy's), for grouping."""
+    low = model_file.lower()
+    return "SmolLM2-135M" if "smollm2" in low else "Gemma 3 270M" if "gemma" in low else model_file
+
 
 def rows(report: dict, name: str) -> list[dict]:
     res = report["results"]
@@ -20,11 +29,12 @@ def rows(report: dict, name: str) -> list[dict]:
     text = corpus.get("text") or "python3-doc"
     out = []
     for t, r in res.items():
-        if t in ("f16", "q4_0"):
-            continue
-        out.append({"report": name, "model": report["model_file"], "text": text,
+        c = r.get("cache", {})
+        if t in ("f16", "q4_0") or not c.get("calibrated") or (c.get("tier_sinks"), c.get("tier_window")) != (1, 128):
+            continue  # the default path only: the default tier and the model's calibration
+        out.append({"report": name, "model": family(report["model_file"]), "file": report["model_file"], "text": text,
                     "package": f"{corpus['package']} {corpus['version']}", "ctx": report["ctx"],
-                    "chunks": report["chunks"], "type": t, "effective_bits": r["effective_bits"], "kld": r["kld"],
+                    "chunks": report["chunks"], "type": t.split()[0], "effective_bits": _effective(r, c, report["ctx"]), "kld": r["kld"],
                     "kld_ci95": r["kld_ci95"], "q4_0_kld": q4, "ratio": r["kld"] / q4 if q4 else None,
                     "calibrated": bool(r.get("cache", {}).get("calibrated"))})
     return out
