@@ -210,12 +210,16 @@ def _package_version(src: Source, html: Path) -> tuple[str, str]:
         return src.package, "unknown"
 
 
-def documents(split: str, html: Path, name: str = DEFAULT_TEXT) -> list[str]:
+def _globs(name: str, split: str) -> tuple[str, ...]:
     src = source(name)
     if split not in src.splits:
         raise ValueError(f"{name} has no split {split!r}; it has {', '.join(src.splits)}")
+    return src.splits[split]
+
+
+def documents(split: str, html: Path, name: str = DEFAULT_TEXT) -> list[str]:
     docs: list[str] = []
-    for pattern in src.splits[split]:
+    for pattern in _globs(name, split):
         d, _, files = pattern.rpartition("/")
         found = sorted(p.name for p in (html / d).glob("*.html") if fnmatch.fnmatch(p.name, files))
         docs += [f"{d}/{f}" if d else f for f in found if f != "index.html"]  # index pages are tables of contents
@@ -225,8 +229,7 @@ def documents(split: str, html: Path, name: str = DEFAULT_TEXT) -> list[str]:
 def load_corpus(split: str = "eval", text: str = DEFAULT_TEXT) -> Corpus:
     """Paragraphs of the split's documents of a text (TEXTS), joined with blank lines."""
     src = source(text)
-    if split not in src.splits:
-        raise ValueError(f"{text} has no split {split!r}; it has {', '.join(src.splits)}")
+    _globs(text, split)  # a bad split is refused before anything is fetched
     html = locate_html(text)
     docs = documents(split, html, text)
     if not docs:

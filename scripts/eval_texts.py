@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from oscar_gguf import reports
 from oscar_gguf.evaluate import _effective  # reports older than the column: from their cache
 
 
@@ -94,13 +95,10 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("reports", nargs="+")
     a = ap.parse_args()
-    data = {"rows": [], "command": "python3 scripts/eval_texts.py OUT " + " ".join(a.reports)}
+    data = {"rows": [], "command": f"python3 scripts/eval_texts.py {a.out} " + " ".join(a.reports)}
     for p in a.reports:
         data["rows"] += rows(json.loads(Path(p).read_text()), p)
-    out = Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(data))
-    plot(data, out.with_suffix(".png"))
+    reports.write(data, Path(a.out), markdown, plot)  # atomic json/md/png, like oscar-gguf eval's
     print(markdown(data))
 
 

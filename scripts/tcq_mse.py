@@ -12,7 +12,6 @@ scale rule (the block's norm kept, fp16 scale: 2.25 bits per element). Writes OU
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy_ref  # noqa: E402
 import tcq_ref  # noqa: E402
+from oscar_gguf import reports  # noqa: E402
 from oscar_gguf.codebook import distortion, lloyd_max  # noqa: E402
 
 BOUND = 2.0 ** (-2 * tcq_ref.BITS)
@@ -131,10 +131,7 @@ def main() -> None:
             for s in range(a.seeds):
                 rep["trellis"][str(L)].append(measure(L, s, a.blocks, L <= a.exact_up_to))
                 bar.update(1)
-    out = Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps(rep, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(rep))
-    plot(rep, out.with_suffix(".png"))
+    reports.write(rep, Path(a.out), markdown, plot)  # atomic json/md/png, like oscar-gguf eval's
     print(markdown(rep))
 
 
