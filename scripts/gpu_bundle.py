@@ -5,7 +5,8 @@
 
 writes three carry folders, sent by separate device calls (scripts/gpu_run.sh says which):
   .carry/src   the patched llama-cpp-python tree pruned to what a CUDA build of our targets needs (about 6 MiB),
-               and the wheels our package needs that the GPU image lacks (for its Python 3.12);
+               the wheels our package needs that the GPU image lacks (for its Python 3.12), and the peer fork's
+               source (../shared/peers/, 3.4 MiB) that scripts/gpu_run.sh's stage "peer" builds beside ours;
   .carry/a     the first half of the default model file;
   .carry/b     its second half, and the Debian python3-doc packages that hold the evaluation prose.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from build_llama import cache_dir  # noqa: E402
+from build_peer import default_tarball  # noqa: E402
 
 # Inside vendor/llama.cpp: what CMake needs for ggml (CPU + CUDA + RPC), llama, common and our tools.
 KEEP = ["CMakeLists.txt", "LICENSE", "cmake", "include", "src", "common", "vendor", "licenses", "tests", "tools",
@@ -96,6 +98,10 @@ def main() -> int:
         (carry / d).mkdir(parents=True)
     pack_source(src, carry / "src" / "llama-src.tar.gz")
     fetch_wheels(carry / "src" / "wheels")
+    peer = default_tarball()
+    if peer is not None:
+        (carry / "src" / "peer").mkdir()
+        shutil.copy2(peer, carry / "src" / "peer" / peer.name)
     split_model([carry / "a" / "model.part0", carry / "b" / "model.part1"])
     corpus_debs(carry / "b")
     for d in ("src", "a", "b"):

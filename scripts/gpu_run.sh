@@ -17,7 +17,7 @@
 # "tiercpu": the f16 tier's eval, GPU and CPU decode speed (issue 4); "calib", "calibbench": the calibrated eval and
 # the calibration's speed cost (issue 5); "probe": the
 # GPU eval KLD probe, scripts/gpu_kld_probe.py; "upstream": upstream's test-backend-ops cases of the ops we patch); "build profile" (carry .carry/src only, no feed)
-# runs Nsight Compute on the decode kernel instead.
+# runs Nsight Compute on the decode kernel instead; "build peer" (no feed) measures the peer fork beside ours (issue 14).
 set -uo pipefail
 W=/root/oscar-gpu
 export OSCAR_GGUF_CACHE=$W/cache PYTHONUNBUFFERED=1
@@ -134,6 +134,44 @@ stage_multigpu() {  # issue 16 on two GPUs (kind nvidia-h200-x2; needs the feed 
     done
     for t in f16 q4_0 oscar3 oscar2; do python3 scripts/gpu_fit_ctx.py $W/llama8b.gguf $res/mg-fit-$t.json --types $t \
         > $res/mg-fit-$t.log 2>&1; log "fit $t: $(tail -1 $res/mg-fit-$t.log)"; done
+}
+
+stage_peer() {  # issue 14 item 4: the peer fork built beside ours and llama-bench over the same model, depths and settings
+    # in one run (ours bare, ours as llama.cpp's defaults give it: tier + calibration), and where each f16 decode's
+    # attention time goes at 128K (Nsight Compute on the first decode step's kernel); no feed call needed
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $res/gpu.txt
+    local pbin
+    pbin=$(python3 scripts/build_peer.py --cuda --archs ${ARCHS:-90} --tarball .carry/src/peer/*.tar.gz 2> $res/peer-build.log | tail -1)
+    log "peer build: ${pbin:-FAILED}"
+    [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
+    [ -f $W/llama8b-cal.gguf ] || python3 scripts/identity_calibration.py $W/llama8b.gguf $W/llama8b-cal.gguf > $res/identity-cal.log 2>&1 || return 1
+    local common="-ngl 99 -fa 1 -r 1 -o jsonl"
+    local d="-d 0,4096,32768,131072"
+    run_bench() {  # NAME BIN MODEL ARGS...: decode at every depth, prefill 2048 at 32K
+        local name=$1 b=$2 m=$3; shift 3
+        $b/llama-bench -m $m $common $d -p 0 -n 64 "$@" > $res/peer-bench-$name.jsonl 2> $res/peer-bench-$name.log
+        $b/llama-bench -m $m $common -d 32768 -p 2048 -n 0 "$@" >> $res/peer-bench-$name.jsonl 2>> $res/peer-bench-$name.log
+        log "llama-bench $name rc=$? ($(wc -l < $res/peer-bench-$name.jsonl) rows)"
+    }
+    run_bench ours-f16 $bin $W/llama8b.gguf -ctk f16 -ctv f16
+    run_bench ours-q4_0 $bin $W/llama8b.gguf -ctk q4_0 -ctv q4_0
+    run_bench ours-oscar2-bare $bin $W/llama8b.gguf -ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0
+    run_bench ours-oscar2 $bin $W/llama8b-cal.gguf -ctk oscar2 -ctv oscar2
+    run_bench ours-oscar3 $bin $W/llama8b-cal.gguf -ctk oscar3 -ctv oscar3
+    if [ -n "$pbin" ]; then
+        for t in f16 q4_0 turbo2 turbo3 turbo4; do run_bench peer-$t $pbin $W/llama8b.gguf -ctk $t -ctv $t; done
+    fi
+    if command -v ncu > /dev/null; then  # the first decode step at 128K (--no-warmup: the prefill runs the MMA kernel)
+        for who in ours:$bin peer:$pbin; do
+            [ -n "${who#*:}" ] || continue
+            echo "=== ${who%%:*} f16" >> $res/peer-ncu.txt
+            ncu --kernel-name regex:"flash_attn_ext_vec" -c 2 --section SpeedOfLight --section LaunchStats \
+                ${who#*:}/llama-bench -m $W/llama8b.gguf -ngl 99 -fa 1 -r 1 --no-warmup -d 131072 -p 0 -n 1 \
+                -ctk f16 -ctv f16 2>&1 | grep -vE "^==PROF==|^\s*$" | tail -70 >> $res/peer-ncu.txt
+        done
+        log "ncu done"
+    fi
 }
 
 stage_upstream() {  # upstream's own cases for the ops our patches touch, upstream types: nothing of theirs may regress
