@@ -240,6 +240,14 @@ int32_t oscar_tier_state_slots(const oscar_tier * t, int32_t seq, int32_t * out)
 void oscar_calib_bounds(double * out);
 int oscar_calib_check(const float * mean, const float * std, int32_t n_layer, int32_t n_head, int32_t dim,
                       const char * mean_key, const char * std_key, char * err, size_t err_len);
+
+// The bitshift-trellis 2-bit code (oscar_tcq.c; format, encoder and conventions in oscar_tcq_block.h): a block of
+// 64 is an fp16 scale and one circular 128-bit stream, element j = codebook[8-bit window at stream bit 2j] x scale,
+// oscar2's 18 bytes. oscar_tcq_codebook: the 256 entries. n is a multiple of OSCAR_QK.
+#define OSCAR_TCQ_BLOCK_BYTES 18
+const float * oscar_tcq_codebook(void);
+void          oscar_tcq_quantize_row(const float * x, void * y, int64_t n);
+void          oscar_tcq_dequantize_row(const void * x, float * y, int64_t n);
 /* cffi-end */
 
 #define OSCAR_FNV_SEED 0xcbf29ce484222325ull

@@ -90,17 +90,24 @@ OSCAR_HD double oscar_threshold(const float * levels, int k) { return 0.5 * ((do
 // Stored fp16 scale of a block with norm ||x|| whose chosen levels have squared norm lv2 (keeps the norm).
 OSCAR_HD uint16_t oscar_scale_bits(double norm, double lv2) { return oscar_float_to_half_sat((float) (norm / sqrt(lv2))); }
 
+// Sum of squares of a block's 64 floats in double, +-Inf counting as +-FLT_MAX; *nan set when one is NaN. Each
+// square of a float is exact in double, so a contracted (FMA) build sums the same bits.
+OSCAR_HD double oscar_block_sumsq(const float * x, int * nan) {
+    double ss = 0.0;
+    for (int i = 0; i < OSCAR_QK; i++) {
+        const float xi = oscar_clamp_inf(x[i]);
+        *nan |= isnan(xi);
+        ss += (double) xi * (double) xi;
+    }
+    return ss;
+}
+
 // Quantize 64 floats into one block (2 + 8*bits bytes) with the codebook `levels` (2^bits entries).
 // NaN anywhere -> NaN scale; +-Inf counts as +-FLT_MAX; all zeros -> zero scale; norm math in double.
 OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float * x, uint8_t * out) {
     const int nl = 1 << bits;
-    double ss = 0.0;
-    int    nan = 0;
-    for (int i = 0; i < OSCAR_QK; i++) {
-        const float xi = oscar_clamp_inf(x[i]);
-        nan |= isnan(xi);
-        ss += (double) xi * (double) xi;
-    }
+    int          nan = 0;
+    const double ss  = oscar_block_sumsq(x, &nan);
     for (int i = 0; i < 2 + 8 * bits; i++) out[i] = 0;
     uint16_t d = 0;
     if (nan) {

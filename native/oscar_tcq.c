@@ -1,0 +1,102 @@
+// The bitshift-trellis 2-bit code (format and encoder in oscar_tcq_block.h): rows of 64-element blocks. On x86 with
+// AVX2 (chosen at run time) the Viterbi pass keeps 8 survivors to a vector; its costs are the same integers and its
+// tie rules the same, so it writes the same bytes as the scalar pass (tests/test_tcq_c.py compares the builds).
+#include "oscar.h"
+#include "oscar_impl.h"
+#include "oscar_tcq_block.h"
+#include "oscar_tcq_codebook.h"
+
+static const float oscar_tcq_cb[OSCAR_TCQ_STATES] = { OSCAR_TCQ_CODEBOOK };
+
+const float * oscar_tcq_codebook(void) { return oscar_tcq_cb; }
+
+#ifdef OSCAR_X86
+// G[c][h] = best[4m + c] for m = 8h .. 8h + 7, from B[i] = best[8i .. 8i + 7]: the old costs each group of 8
+// outputs k reads (k % 16 = m). Pairs (best[8i + c], best[8i + 4 + c]) as 64-bit lanes, then a 4 x 4 transpose.
+OSCAR_AVX2 static inline void tcq_preds_avx2(const __m256i * B, __m256i G[4][2]) {
+    const __m256i pair = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256d p[4];
+        for (int i = 0; i < 4; i++) p[i] = _mm256_castsi256_pd(_mm256_permutevar8x32_epi32(B[4 * h + i], pair));
+        const __m256d q0 = _mm256_unpacklo_pd(p[0], p[1]), q1 = _mm256_unpackhi_pd(p[0], p[1]);
+        const __m256d q2 = _mm256_unpacklo_pd(p[2], p[3]), q3 = _mm256_unpackhi_pd(p[2], p[3]);
+        G[0][h] = _mm256_castpd_si256(_mm256_permute2f128_pd(q0, q2, 0x20));
+        G[1][h] = _mm256_castpd_si256(_mm256_permute2f128_pd(q1, q3, 0x20));
+        G[2][h] = _mm256_castpd_si256(_mm256_permute2f128_pd(q0, q2, 0x31));
+        G[3][h] = _mm256_castpd_si256(_mm256_permute2f128_pd(q1, q3, 0x31));
+    }
+}
+
+// oscar_tcq_viterbi, 8 k to a vector; back[j]'s winners as two bit masks (low bit, high bit of c; bit k).
+OSCAR_AVX2 static void tcq_viterbi_avx2(const float * cbs, const double * u, int rot, int overlap, uint8_t * path) {
+    enum { V = OSCAR_TCQ_LINKS / 8 };
+    int32_t  best[OSCAR_TCQ_LINKS];
+    uint8_t  lo[OSCAR_QK][V], hi[OSCAR_QK][V];
+    __m256i  B[V], G[4][2];
+    for (int k = 0; k < OSCAR_TCQ_LINKS; k++) best[k] = overlap < 0 || k == overlap ? 0 : OSCAR_TCQ_FAR;
+    for (int i = 0; i < V; i++) B[i] = _mm256_loadu_si256((const __m256i *) (best + 8 * i));
+    for (int j = 0; j < OSCAR_QK; j++) {
+        const __m256 v = _mm256_set1_ps(oscar_tcq_scaled(u[(j + rot) & (OSCAR_QK - 1)]));
+        tcq_preds_avx2(B, G);
+#pragma GCC unroll 8
+        for (int i = 0; i < V; i++) {
+            __m256i a[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                const __m256 d = _mm256_sub_ps(v, _mm256_loadu_ps(cbs + c * OSCAR_TCQ_LINKS + 8 * i));
+                a[c] = _mm256_add_epi32(G[c][i & 1], _mm256_cvttps_epi32(_mm256_mul_ps(d, d)));
+            }
+            const __m256i c1  = _mm256_cmpgt_epi32(a[0], a[1]), c3 = _mm256_cmpgt_epi32(a[2], a[3]);
+            const __m256i m01 = _mm256_min_epi32(a[0], a[1]), m23 = _mm256_min_epi32(a[2], a[3]);
+            const __m256i h   = _mm256_cmpgt_epi32(m01, m23);
+            B[i]     = _mm256_min_epi32(m01, m23);
+            lo[j][i] = (uint8_t) _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_blendv_epi8(c1, c3, h)));
+            hi[j][i] = (uint8_t) _mm256_movemask_ps(_mm256_castsi256_ps(h));
+        }
+    }
+    for (int i = 0; i < V; i++) _mm256_storeu_si256((__m256i *) (best + 8 * i), B[i]);
+    int k = oscar_tcq_last(best, overlap);
+    for (int j = OSCAR_QK - 1; j >= 0; j--) {
+        const int c = ((lo[j][k >> 3] >> (k & 7)) & 1) | ((hi[j][k >> 3] >> (k & 7)) & 1) << 1;
+        path[j] = (uint8_t) (k << 2 | c);
+        k = path[j] & (OSCAR_TCQ_LINKS - 1);
+    }
+}
+
+OSCAR_AVX2 static void tcq_quantize_row_avx2(const float * cbs, const float * x, uint8_t * out, int64_t nb) {
+    for (int64_t ib = 0; ib < nb; ib++) {
+        double  u[OSCAR_QK], norm = 0.0;
+        uint8_t turned[OSCAR_QK], w[OSCAR_QK];
+        uint8_t * b = out + ib * OSCAR_TCQ_BLOCK_BYTES;
+        if (!oscar_tcq_prepare(x + ib * OSCAR_QK, u, &norm, b)) continue;
+        tcq_viterbi_avx2(cbs, u, OSCAR_QK / 2, -1, turned);  // the two passes of oscar_tcq_encode
+        tcq_viterbi_avx2(cbs, u, 0, turned[OSCAR_QK / 2] & (OSCAR_TCQ_LINKS - 1), w);
+        oscar_tcq_pack(oscar_tcq_cb, norm, w, b);
+    }
+}
+#endif
+
+void oscar_tcq_quantize_row(const float * x, void * y, int64_t n) {
+    float     cbs[OSCAR_TCQ_STATES];
+    uint8_t * out = (uint8_t *) y;
+    oscar_tcq_scaled_codebook(oscar_tcq_cb, cbs);
+#ifdef OSCAR_X86
+    if (__builtin_cpu_supports("avx2")) {
+        tcq_quantize_row_avx2(cbs, x, out, n / OSCAR_QK);
+        return;
+    }
+#endif
+    for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
+        oscar_tcq_quantize_block(oscar_tcq_cb, cbs, x + ib * OSCAR_QK, out + ib * OSCAR_TCQ_BLOCK_BYTES);
+    }
+}
+
+void oscar_tcq_dequantize_row(const void * x, float * y, int64_t n) {
+    const uint8_t * in = (const uint8_t *) x;
+    for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
+        const uint8_t * b = in + ib * OSCAR_TCQ_BLOCK_BYTES;
+        const float     d = oscar_half_to_float(oscar_block_scale(b));
+        for (int j = 0; j < OSCAR_QK; j++) y[ib * OSCAR_QK + j] = oscar_tcq_value(oscar_tcq_cb, d, b + 2, j);
+    }
+}
