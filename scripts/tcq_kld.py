@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""What the trellis code buys in KL divergence (issue 15 item 1): llama-perplexity --kl-divergence from our build and
+from the scripts/tcq_as_oscar2.py build (oscar2 blocks hold the trellis code) over the same model, text and chunks,
+against one f16 base; the scalar and the trellis oscar2 for K and V, for K alone (V oscar3), bare and on the
+default path (tier 1 + 128, calibration).
+
+    python3 scripts/tcq_kld.py OUT_PREFIX --tcq-bin DIR [--model smollm2] [--text debian-handbook] [--ctx 2048] [--chunks 2]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from pareto_cpu import parse, run  # noqa: E402
+
+from tqdm import tqdm  # noqa: E402
+
+from oscar_gguf import reports  # noqa: E402
+from oscar_gguf.corpus import load_corpus  # noqa: E402
+from oscar_gguf.ggufmeta import attention_shape  # noqa: E402
+from oscar_gguf.kvtypes import effective_bits  # noqa: E402
+from oscar_gguf.models import resolve  # noqa: E402
+
+BARE = "--oscar-sinks 0 --oscar-window 0 --oscar-calib off"
+# label -> (K type, V type, extra arguments, tier)
+CACHES = {"q4_0": ("q4_0", "q4_0", "", (0, 0)),
+          "K2 V2 default": ("oscar2", "oscar2", "", (1, 128)),
+          "K2 V3 default": ("oscar2", "oscar3", "", (1, 128)),
+          "K2 V2 bare": ("oscar2", "oscar2", BARE, (0, 0)),
+          "K2 V3 bare": ("oscar2", "oscar3", BARE, (0, 0))}
+
+
+def markdown(rep: dict) -> str:
+    q4 = next(r["kld"] for r in rep["rows"] if r["cache"] == "q4_0")
+    lines = [f"# Trellis-coded oscar2 against scalar oscar2: {rep['model']}, {rep['text']}, ctx {rep['ctx']}", "",
+             rep["note"], "", "| cache | effective bits | scalar oscar2: KLD (÷ q4_0) | trellis: KLD (÷ q4_0) | "
+             "trellis ÷ scalar | same top %, scalar / trellis |", "|---|---|---|---|---|---|"]
+    by = {(r["build"], r["cache"]): r for r in rep["rows"]}
+    for c in CACHES:
+        s, t = by.get(("scalar", c)), by.get(("trellis", c))
+        if c == "q4_0":
+            lines.append(f"| q4_0 | {s['bits']:.2f} | {s['kld']:.5f} (1.00) | - | - | {s['top1']:.2f} |")
+            continue
+        lines.append(f"| {c} | {s['bits']:.2f} | {s['kld']:.5f} ({s['kld'] / q4:.2f}) | {t['kld']:.5f} "
+                     f"({t['kld'] / q4:.2f}) | {t['kld'] / s['kld']:.3f} | {s['top1']:.2f} / {t['top1']:.2f} |")
+    lines += ["", f"Command: `{rep['command']}`", ""]
+    return "\n".join(lines)
+
+
+def plot(rep: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [c for c in CACHES if c != "q4_0"]
+    by = {(r["build"], r["cache"]): r["kld"] for r in rep["rows"]}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], [by[("scalar", c)] for c in labels], 0.4, label="scalar oscar2 (Lloyd-Max)")
+    ax.bar([i + 0.2 for i in x], [by[("trellis", c)] for c in labels], 0.4, label="trellis oscar2 (L = 8)")
+    ax.axhline(by[("scalar", "q4_0")], color="grey", ls="--", lw=1, label="q4_0")
+    ax.set_xticks(list(x), labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("mean KLD vs f16")
+    ax.set_title(f"{rep['model']}, {rep['text']}, ctx {rep['ctx']} (CPU)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--tcq-bin", type=Path, required=True)
+    ap.add_argument("--ours-bin", type=Path, default=Path(sys.executable).parent)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--text", default="debian-handbook")
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--chunks", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--note", default="")
+    a = ap.parse_args()
+    model = resolve(a.model)
+    shape = attention_shape(model)
+    corpus = load_corpus("eval", a.text)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        text, base = Path(tmp) / "text.txt", Path(tmp) / "f16.kld"
+        text.write_text(corpus.text[: 40 * a.ctx * a.chunks])
+        run(a.ours_bin, model, text, a.ctx, a.chunks, a.threads, "", base, True)
+        jobs = [("scalar", c) for c in CACHES] + [("trellis", c) for c in CACHES if c != "q4_0"]
+        for build, c in tqdm(jobs, desc="llama-perplexity runs", unit="run"):
+            k, v, extra, tier = CACHES[c]
+            log = run(a.ours_bin if build == "scalar" else a.tcq_bin, model, text, a.ctx, a.chunks, a.threads,
+                      f"-ctk {k} -ctv {v} {extra}", base, False)
+            rows.append({"build": build, "cache": c, "bits": effective_bits(k, v, shape.head_dim_k, shape.head_dim_v,
+                                                                            a.ctx, *tier), **parse(log)})
+    rep = {"model": model.name, "text": f"{a.text} ({corpus.package} {corpus.version}, eval split)", "ctx": a.ctx,
+           "chunks": a.chunks, "note": a.note, "rows": rows,
+           "command": "python3 scripts/tcq_kld.py " + " ".join(sys.argv[1:])}
+    for p in reports.write(rep, a.out, markdown, plot):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
