@@ -12,6 +12,7 @@ registry model's calibrated copy, read by both builds (the peer ignores the osca
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -93,16 +94,17 @@ def plot(rep: dict, path: Path) -> None:
         for r in rows:
             ax.annotate(r["label"], (r["bits"], r["kld"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         front, best = [], float("inf")
-        for r in sorted(rows, key=lambda r: -r["bits"]):  # the front: nothing at fewer bits does better
+        for r in sorted(rows, key=lambda r: r["bits"]):  # the front: better than everything at fewer bits
             if r["kld"] < best:
                 best = r["kld"]
                 front.append(r)
-        front.sort(key=lambda r: r["bits"])
-        ax.plot([r["bits"] for r in front], [r["kld"] for r in front], style[1:], lw=1, alpha=0.6)
+        ax.plot([r["bits"] for r in front], [r["kld"] for r in front], style[1:], lw=1, alpha=0.6,
+                color=ax.lines[-1].get_color())
     ax.set_yscale("log")
     ax.set_xlabel(f"effective bits per K/V element at ctx {rep['ctx']} (f16 tier included)")
     ax.set_ylabel("mean KLD vs the build's own f16 cache")
-    ax.set_title(f"{rep['model']}, {rep['text']} (CPU, llama-perplexity, {rep['chunks']} chunks)", fontsize=9)
+    ax.set_title(f"{rep['model'].split('.')[0]}, {rep['text'].split(' (')[0]}, CPU, llama-perplexity, "
+                 f"{rep['chunks']} chunks", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -121,7 +123,12 @@ def main() -> int:
     ap.add_argument("--peer-bin", type=Path, help="the peer's tools (default: build them)")
     ap.add_argument("--only", help="comma-separated cache labels to run (default: all), e.g. 'q4_0,oscar2,turbo2'")
     ap.add_argument("--note", default="")
+    ap.add_argument("--replot", action="store_true", help="only redraw OUT_PREFIX.md/.png from its .json")
     a = ap.parse_args()
+    if a.replot:
+        for p in reports.write(json.loads(a.out.with_suffix(".json").read_text()), a.out, markdown, plot):
+            print(p)
+        return 0
     only = set(a.only.split(",")) if a.only else None
     peer_bin = a.peer_bin or Path(subprocess.run([sys.executable, str(ROOT / "scripts" / "build_peer.py")], check=True,
                                                  capture_output=True, text=True).stdout.strip().splitlines()[-1])
