@@ -9,6 +9,7 @@ default path (tier 1 + 128, calibration).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -45,8 +46,14 @@ def markdown(rep: dict) -> str:
         if c == "q4_0":
             lines.append(f"| q4_0 | {s['bits']:.2f} | {s['kld']:.5f} (1.00) | - | - | {s['top1']:.2f} |")
             continue
+        if t is None or t.get("invalid"):  # kept in the JSON with the reason, never shown as a result
+            lines.append(f"| {c} | {s['bits']:.2f} | {s['kld']:.5f} ({s['kld'] / q4:.2f}) | not valid* | - | "
+                         f"{s['top1']:.2f} / - |")
+            continue
         lines.append(f"| {c} | {s['bits']:.2f} | {s['kld']:.5f} ({s['kld'] / q4:.2f}) | {t['kld']:.5f} "
                      f"({t['kld'] / q4:.2f}) | {t['kld'] / s['kld']:.3f} | {s['top1']:.2f} / {t['top1']:.2f} |")
+    bad = {r["invalid"] for r in rep["rows"] if r.get("invalid")}
+    lines += [f"\n\\* {b}" for b in sorted(bad)]
     lines += ["", f"Command: `{rep['command']}`", ""]
     return "\n".join(lines)
 
@@ -56,8 +63,8 @@ def plot(rep: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [c for c in CACHES if c != "q4_0"]
-    by = {(r["build"], r["cache"]): r["kld"] for r in rep["rows"]}
+    by = {(r["build"], r["cache"]): r["kld"] for r in rep["rows"] if not r.get("invalid")}
+    labels = [c for c in CACHES if c != "q4_0" and ("trellis", c) in by]
     fig, ax = plt.subplots(figsize=(7, 4))
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], [by[("scalar", c)] for c in labels], 0.4, label="scalar oscar2 (Lloyd-Max)")
@@ -76,7 +83,7 @@ def plot(rep: dict, path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--tcq-bin", type=Path, required=True)
+    ap.add_argument("--tcq-bin", type=Path)
     ap.add_argument("--ours-bin", type=Path, default=Path(sys.executable).parent)
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--text", default="debian-handbook")
@@ -84,7 +91,14 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--note", default="")
+    ap.add_argument("--replot", action="store_true", help="only redraw OUT_PREFIX.md/.png from its .json")
     a = ap.parse_args()
+    if a.replot:
+        for p in reports.write(json.loads(a.out.with_suffix(".json").read_text()), a.out, markdown, plot):
+            print(p)
+        return 0
+    if a.tcq_bin is None:
+        ap.error("--tcq-bin is required (the folder scripts/tcq_as_oscar2.py prints)")
     model = resolve(a.model)
     shape = attention_shape(model)
     corpus = load_corpus("eval", a.text)
