@@ -143,9 +143,8 @@ def cmd_render(a) -> int:
     from . import bench, evaluate, reports
 
     path = Path(a.report)
-    report = json.loads(path.read_text())
-    kind = bench if "depths" in report else evaluate
-    for p in reports.write(report, path.with_suffix(""), kind.markdown, kind.plot):
+    kind = bench if "depths" in json.loads(path.read_text()) else evaluate
+    for p in reports.redraw(path.with_suffix(""), kind.markdown, kind.plot):
         print(f"wrote {p}", file=sys.stderr)
     return 0
 

@@ -22,3 +22,8 @@ def write(report: dict, out_prefix: Path, markdown: Callable[[dict], str],
         os.replace(tmp, final)
         paths.append(final)
     return paths
+
+
+def redraw(out_prefix: Path, markdown: Callable[[dict], str], plot: Callable[[dict, Path], None] | None) -> list[Path]:
+    """Write a saved report's .md and .png again from its .json (after a change to how they are drawn)."""
+    return write(json.loads(out_prefix.with_suffix(".json").read_text()), out_prefix, markdown, plot)

@@ -12,7 +12,6 @@ registry model's calibrated copy, read by both builds (the peer ignores the osca
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -66,6 +65,35 @@ def run(bin_dir: Path, model: Path, text: Path, ctx: int, chunks: int, threads: 
     return r.stdout + r.stderr
 
 
+def run_options(doc: str, chunks: int) -> argparse.ArgumentParser:
+    """The options of a script that runs llama-perplexity over a registry model and a held-out text."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--text", default="debian-handbook")
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--chunks", type=int, default=chunks)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ours-bin", type=Path, default=Path(sys.executable).parent, help="our llama-perplexity's folder")
+    ap.add_argument("--note", default="")
+    ap.add_argument("--replot", action="store_true", help="only redraw OUT_PREFIX.md/.png from its .json")
+    return ap
+
+
+def prepare(a: argparse.Namespace, tmp: Path) -> tuple:
+    """(model path, its attention shape, the corpus, the text file llama-perplexity reads) for run_options' a."""
+    model = resolve(a.model)
+    corpus = load_corpus("eval", a.text)
+    text = tmp / "text.txt"
+    text.write_text(corpus.text[: 40 * a.ctx * a.chunks])  # well over ctx * chunks tokens
+    return model, attention_shape(model), corpus, text
+
+
+def report_head(a: argparse.Namespace, model: Path, corpus, script: str) -> dict:
+    return {"model": model.name, "text": f"{a.text} ({corpus.package} {corpus.version}, eval split)", "ctx": a.ctx,
+            "chunks": a.chunks, "note": a.note, "command": f"python3 scripts/{script} " + " ".join(sys.argv[1:])}
+
+
 def markdown(rep: dict) -> str:
     lines = [f"# KLD against effective bits, ours and the peer fork's: {rep['model']}, {rep['text']}, ctx {rep['ctx']}",
              "", rep["note"], "",
@@ -112,33 +140,20 @@ def plot(rep: dict, path: Path) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--text", default="debian-handbook")
-    ap.add_argument("--ctx", type=int, default=2048)
-    ap.add_argument("--chunks", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ours-bin", type=Path, default=Path(sys.executable).parent, help="our llama-perplexity's folder")
+    ap = run_options(__doc__, chunks=3)
     ap.add_argument("--peer-bin", type=Path, help="the peer's tools (default: build them)")
     ap.add_argument("--only", help="comma-separated cache labels to run (default: all), e.g. 'q4_0,oscar2,turbo2'")
-    ap.add_argument("--note", default="")
-    ap.add_argument("--replot", action="store_true", help="only redraw OUT_PREFIX.md/.png from its .json")
     a = ap.parse_args()
     if a.replot:
-        for p in reports.write(json.loads(a.out.with_suffix(".json").read_text()), a.out, markdown, plot):
+        for p in reports.redraw(a.out, markdown, plot):
             print(p)
         return 0
     only = set(a.only.split(",")) if a.only else None
     peer_bin = a.peer_bin or Path(subprocess.run([sys.executable, str(ROOT / "scripts" / "build_peer.py")], check=True,
                                                  capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    model = resolve(a.model)
-    shape = attention_shape(model)
-    corpus = load_corpus("eval", a.text)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        text = Path(tmp) / "text.txt"
-        text.write_text(corpus.text[: 40 * a.ctx * a.chunks])  # well over ctx * chunks tokens
+        model, shape, corpus, text = prepare(a, Path(tmp))
         jobs = [j for j in [("ours", "f16", "", (0, 0)), *OURS, ("peer", "f16", "", (0, 0)), *PEER]
                 if only is None or j[1] == "f16" or j[1] in only]
         for build, label, args, tier in tqdm(jobs, desc="llama-perplexity runs", unit="run"):
@@ -150,9 +165,8 @@ def main() -> int:
             log = run(bin_dir, model, text, a.ctx, a.chunks, a.threads, args, base, False)
             rows.append({"build": build, "label": label, "args": args, "bits": bits(build, label, shape, a.ctx, tier),
                          **parse(log)})
-    rep = {"model": model.name, "text": f"{a.text} ({corpus.package} {corpus.version}, eval split)", "ctx": a.ctx,
-           "chunks": a.chunks, "head_dim_k": shape.head_dim_k, "head_dim_v": shape.head_dim_v, "note": a.note,
-           "rows": rows, "command": "python3 scripts/pareto_cpu.py " + " ".join(sys.argv[1:])}
+    rep = {**report_head(a, model, corpus, "pareto_cpu.py"), "head_dim_k": shape.head_dim_k,
+           "head_dim_v": shape.head_dim_v, "rows": rows}
     for p in reports.write(rep, a.out, markdown, plot):
         print(p)
     return 0

@@ -8,23 +8,18 @@ default path (tier 1 + 128, calibration).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from pareto_cpu import parse, run  # noqa: E402
+from pareto_cpu import parse, prepare, report_head, run, run_options  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 
 from oscar_gguf import reports  # noqa: E402
-from oscar_gguf.corpus import load_corpus  # noqa: E402
-from oscar_gguf.ggufmeta import attention_shape  # noqa: E402
 from oscar_gguf.kvtypes import effective_bits  # noqa: E402
-from oscar_gguf.models import resolve  # noqa: E402
 
 BARE = "--oscar-sinks 0 --oscar-window 0 --oscar-calib off"
 # label -> (K type, V type, extra arguments, tier)
@@ -81,31 +76,19 @@ def plot(rep: dict, path: Path) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
+    ap = run_options(__doc__, chunks=2)
     ap.add_argument("--tcq-bin", type=Path)
-    ap.add_argument("--ours-bin", type=Path, default=Path(sys.executable).parent)
-    ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--text", default="debian-handbook")
-    ap.add_argument("--ctx", type=int, default=2048)
-    ap.add_argument("--chunks", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--note", default="")
-    ap.add_argument("--replot", action="store_true", help="only redraw OUT_PREFIX.md/.png from its .json")
     a = ap.parse_args()
     if a.replot:
-        for p in reports.write(json.loads(a.out.with_suffix(".json").read_text()), a.out, markdown, plot):
+        for p in reports.redraw(a.out, markdown, plot):
             print(p)
         return 0
     if a.tcq_bin is None:
         ap.error("--tcq-bin is required (the folder scripts/tcq_as_oscar2.py prints)")
-    model = resolve(a.model)
-    shape = attention_shape(model)
-    corpus = load_corpus("eval", a.text)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        text, base = Path(tmp) / "text.txt", Path(tmp) / "f16.kld"
-        text.write_text(corpus.text[: 40 * a.ctx * a.chunks])
+        model, shape, corpus, text = prepare(a, Path(tmp))
+        base = Path(tmp) / "f16.kld"
         run(a.ours_bin, model, text, a.ctx, a.chunks, a.threads, "", base, True)
         jobs = [("scalar", c) for c in CACHES] + [("trellis", c) for c in CACHES if c != "q4_0"]
         for build, c in tqdm(jobs, desc="llama-perplexity runs", unit="run"):
@@ -114,9 +97,7 @@ def main() -> int:
                       f"-ctk {k} -ctv {v} {extra}", base, False)
             rows.append({"build": build, "cache": c, "bits": effective_bits(k, v, shape.head_dim_k, shape.head_dim_v,
                                                                             a.ctx, *tier), **parse(log)})
-    rep = {"model": model.name, "text": f"{a.text} ({corpus.package} {corpus.version}, eval split)", "ctx": a.ctx,
-           "chunks": a.chunks, "note": a.note, "rows": rows,
-           "command": "python3 scripts/tcq_kld.py " + " ".join(sys.argv[1:])}
+    rep = {**report_head(a, model, corpus, "tcq_kld.py"), "rows": rows}
     for p in reports.write(rep, a.out, markdown, plot):
         print(p)
     return 0
