@@ -5,6 +5,10 @@
 // 64-element K blocks (no cross-lane reduction for D = 64) and fixed V columns.
 //   K.Q: levels as int8 by byte permutes (oscar.cuh), dp4a against Q quantized to int8 per 64-element block.
 //   V:   the same lookup with offset 128 turned into halves; a tile is accumulated in half2, tiles in float.
+//   oscar2 (trellis): elements j and j + 1 are the 10 stream bits from bit 2j, so each pair of elements is one
+//   lookup in a 1024-entry table in shared memory, loaded once per block: two int8 levels (K, a u16) or the two
+//   codebook values as a half2 (V, exact to half precision); 8 consecutive elements come from one 32-bit piece of
+//   the stream.
 // The KV length is split over blocks like the vec kernel; flash_attn_combine_results merges the parts.
 #pragma once
 
@@ -17,24 +21,22 @@ constexpr int NTHREADS   = 128;
 constexpr int TILE_ELEMS = 32768;  // K elements per tile: T = TILE_ELEMS / D rows
 constexpr int SPLIT_ROWS = 64;     // KV split unit when there are fewer tiles than splits (short caches still spread)
 
-// Element (0..63) of a block that output k (0..7) of code pair p (0..7) holds, see pair_decode.
+// Element (0..63) of a block that output k (0..7) of code pair p (0..7) holds, see pair_decode (oscar2: tcq_pairs,
+// elements in order).
 template <int B> __host__ __device__ constexpr int pair_elem(const int p, const int k) {
-    return B == 4 ? 4 * p + 2 * (k / 4) + (k % 4) / 2 + 32 * (k % 2)
+    return B == 2 ? 8 * p + k
+         : B == 4 ? 4 * p + 2 * (k / 4) + (k % 4) / 2 + 32 * (k % 2)
                   : 2 * p + (k % 4) / 2 + 32 * (k % 2) + 16 * (k / 4);
 }
 
-// Levels (int8 + bias per byte) of the 8 elements of pair p. oscar2/3: lo = code bytes 2p, 2p+1 (each holds
-// elements j, j+16, j+32, j+48 as 2-bit fields), hi = oscar3's high-bit bytes (2p)%8, +1 (byte j%8 bit j/8);
+// Levels (int8 + bias per byte) of the 8 elements of pair p. oscar3: lo = code bytes 2p, 2p+1 (each holds
+// elements j, j+16, j+32, j+48 as 2-bit fields), hi = the high-bit bytes (2p)%8, +1 (byte j%8 bit j/8);
 // oscar4: lo = code bytes 4p..4p+3 (element j low nibble, j+32 high nibble). A byte_perm selector reads
-// 3 bits per nibble, so 2-bit codes can index straight from their bytes (the 3rd bit picks an equal table).
+// 3 bits per nibble.
 template <int B, int bias>
 static __device__ __forceinline__ void pair_decode(const uint32_t lo, const uint32_t hi, const int p, uint32_t & r0, uint32_t & r1) {
     constexpr uint32_t t0 = oscar_lut_word<B, bias>(0), t1 = oscar_lut_word<B, bias>(1);
-    if constexpr (B == 2) {
-        GGML_UNUSED(hi); GGML_UNUSED(p);
-        r0 = __byte_perm(t0, t0, lo);
-        r1 = __byte_perm(t0, t0, lo >> 2);
-    } else if constexpr (B == 3) {
+    if constexpr (B == 3) {
         const int q = p / 4;  // bit of the high-plane byte that belongs to element 2p
         r0 = __byte_perm(t0, t1, (lo & 0x3333) | ((hi << (2 - q)) & 0x4444));
         r1 = __byte_perm(t0, t1, ((lo >> 2) & 0x3333) | ((hi >> q) & 0x4444));
@@ -43,6 +45,30 @@ static __device__ __forceinline__ void pair_decode(const uint32_t lo, const uint
         r0 = oscar_lookup_sel<4, bias>(lo);
         r1 = oscar_lookup_sel<4, bias>(lo >> 16);
     }
+}
+
+// What an int8 level counts (the K lookup's unit).
+template <int B> __host__ __device__ constexpr float level_unit() {
+    if constexpr (B == 2) {
+        return oscar_tcq_unit;
+    } else {
+        return oscar_level_unit<B>();
+    }
+}
+
+// oscar2: entry at byte offset o of a pair table (T = uint16_t: int8 levels for K, half2: values for V).
+template <typename T> static __device__ __forceinline__ T tcq_entry(const T * table, const uint32_t o) {
+    return *(const T *) ((const char *) table + o);
+}
+
+// oscar2: the 4 pairs of elements 8q .. 8q + 7 of a block from x = stream bits 16q .. 16q + 31: pair m is the
+// 10-bit window at bit 4m of x. Table byte offsets are taken straight from x (a shift and a mask each).
+template <typename T> static __device__ __forceinline__ void tcq_pairs(const T * table, const uint32_t x, T (&r)[4]) {
+    constexpr int S = sizeof(T) == 2 ? 1 : 2;  // log2 of the entry size
+    constexpr uint32_t M = (OSCAR_TCQ_PAIRS - 1) << S;
+    r[0] = tcq_entry(table, (x << S) & M);
+#pragma unroll
+    for (int m = 1; m < 4; m++) r[m] = tcq_entry(table, (x >> (4 * m - S)) & M);
 }
 
 // NW words from a 2-byte aligned address: aligned loads, funnel-shifted when the address is not 4-aligned.
@@ -80,7 +106,8 @@ static __global__ void flash_attn_oscar_decode(
     constexpr int TPR  = D / 8;                // V phase: threads per row, 8 columns each
     constexpr int RS   = NTHREADS / TPR;       //          row slots
     constexpr int BBK  = sizeof(block_oscar<BK>), BBV = sizeof(block_oscar<BV>);
-    constexpr float unit_K = oscar_level_unit<BK>(), unit_V = oscar_level_unit<BV>();
+    // the int8 level unit of K; V's weights carry the unit of its levels (oscar2's V table holds codebook values)
+    constexpr float unit_K = level_unit<BK>(), unit_V = BV == 2 ? 1.0f : level_unit<BV>();
     static_assert(T % RP == 0 && T % RS == 0 && T % WARP_SIZE == 0 && G <= NTHREADS / WARP_SIZE, "tile shape");
 
     constexpr int SMEM_LOOP = G * T * (int) sizeof(float) + T * NBLK * G * (int) sizeof(half2);  // S + W
@@ -89,6 +116,8 @@ static __global__ void flash_attn_oscar_decode(
     constexpr int SMEM = SMEM_LOOP > SMEM_RED ? (SMEM_LOOP > SMEM_Q ? SMEM_LOOP : SMEM_Q) : (SMEM_RED > SMEM_Q ? SMEM_RED : SMEM_Q);
     __shared__ __align__(16) char smem[SMEM];
     __shared__ float alpha_sh[G], dq_sh[G][NBLK], max_sh[G], sum_sh[G];
+    __shared__ __align__(16) uint16_t kpair_sh[BK == 2 ? OSCAR_TCQ_PAIRS : 1];  // oscar2 K: int8 levels of pair i
+    __shared__ __align__(16) half2    vpair_sh[BV == 2 ? OSCAR_TCQ_PAIRS : 1];  // oscar2 V: values of pair i
     float * S  = (float *) smem;                  // [G][T] scores of the current tile
     half2 * W  = (half2 *) (smem + G * T * sizeof(float));  // [T][NBLK][G] softmax weight x V block scale
 
@@ -104,6 +133,15 @@ static __global__ void flash_attn_oscar_decode(
     const uint8_t * Kh = (const uint8_t *) K + nb13 * seq + nb12 * kvh;
     const uint8_t * Vh = (const uint8_t *) V + nb23 * seq + nb22 * kvh;
     const half    * mh = mask ? (const half *) (mask + nb33 * (seq % ne33)) : nullptr;
+
+    if constexpr (BK == 2) {  // the tables are read after the barriers below
+        for (int i = tid; i < OSCAR_TCQ_PAIRS / 8; i += NTHREADS) ((uint4 *) kpair_sh)[i] = ((const uint4 *) oscar_tcq_pair8_dev.v)[i];
+    }
+    if constexpr (BV == 2) {
+        for (int i = tid; i < OSCAR_TCQ_PAIRS; i += NTHREADS) {
+            vpair_sh[i] = __floats2half2_rn(oscar_tcq_cb_dev[i & (OSCAR_TCQ_STATES - 1)], oscar_tcq_cb_dev[i >> 2]);
+        }
+    }
 
     // Q -> int8 per (head, 64-block), laid out in pair_decode's element order for this thread's K block.
     float * Qf = (float *) smem;
@@ -176,13 +214,21 @@ static __global__ void flash_attn_oscar_decode(
 #pragma unroll
             for (int p = 0; p < 8; p++) {
                 uint32_t lo, hi = 0, v0, v1;
-                if constexpr (BK == 4) {
-                    lo = c[p];
+                if constexpr (BK == 2) {  // elements 8p .. 8p + 7: stream bits 16p .. 16p + 31 (circular)
+                    const uint32_t x = p % 2 ? __funnelshift_r(c[p / 2], c[(p / 2 + 1) % 4], 16) : c[p / 2];
+                    uint16_t t[4];
+                    tcq_pairs(kpair_sh, x, t);
+                    v0 = __byte_perm(t[0], t[1], 0x5410);
+                    v1 = __byte_perm(t[2], t[3], 0x5410);
                 } else {
-                    lo = c[p / 2] >> (16 * (p % 2));
-                    if constexpr (BK == 3) hi = c[4 + (p % 4) / 2] >> (16 * (p % 2));
+                    if constexpr (BK == 4) {
+                        lo = c[p];
+                    } else {
+                        lo = c[p / 2] >> (16 * (p % 2));
+                        hi = c[4 + (p % 4) / 2] >> (16 * (p % 2));
+                    }
+                    pair_decode<BK, 0>(lo, hi, p, v0, v1);
                 }
-                pair_decode<BK, 0>(lo, hi, p, v0, v1);
 #pragma unroll
                 for (int g = 0; g < G; g++) {
                     dot[g] = ggml_cuda_dp4a((int) v0, Qi[g][2 * p], dot[g]);
@@ -243,16 +289,21 @@ static __global__ void flash_attn_oscar_decode(
             const int rl  = vrs + rr * RS;
             const int row = min(r0 + rl, row_end - 1);  // weight 0 past the end
             const uint8_t * vc = Vh + row * nb21 + vblk * BBV + 2;
-            uint32_t lo, hi = 0, v0, v1;
-            if constexpr (BV == 4) {
-                lo = load_u16(vc + 4 * vp) | (load_u16(vc + 4 * vp + 2) << 16);
+            half2 v[4];
+            if constexpr (BV == 2) {  // elements 8 vp .. 8 vp + 7: stream bits 16 vp .. 16 vp + 31 (circular)
+                tcq_pairs(vpair_sh, load_u16(vc + 2 * vp) | load_u16(vc + 2 * ((vp + 1) % 8)) << 16, v);
             } else {
-                lo = load_u16(vc + 2 * vp);
-                if constexpr (BV == 3) hi = load_u16(vc + 16 + (2 * vp) % 8);
+                uint32_t lo, hi = 0, v0, v1;
+                if constexpr (BV == 4) {
+                    lo = load_u16(vc + 4 * vp) | (load_u16(vc + 4 * vp + 2) << 16);
+                } else {
+                    lo = load_u16(vc + 2 * vp);
+                    hi = load_u16(vc + 16 + (2 * vp) % 8);
+                }
+                pair_decode<BV, 128>(lo, hi, vp, v0, v1);
+                v[0] = oscar_level_pair_h2(v0, 0); v[1] = oscar_level_pair_h2(v0, 1);
+                v[2] = oscar_level_pair_h2(v1, 0); v[3] = oscar_level_pair_h2(v1, 1);
             }
-            pair_decode<BV, 128>(lo, hi, vp, v0, v1);
-            const half2 v[4] = { oscar_level_pair_h2(v0, 0), oscar_level_pair_h2(v0, 1),
-                                 oscar_level_pair_h2(v1, 0), oscar_level_pair_h2(v1, 1) };
             const half2 * w = W + (rl * NBLK + vblk) * G;
 #pragma unroll
             for (int g = 0; g < G; g++) {

@@ -261,6 +261,19 @@ stage_profile() {  # Nsight Compute on the decode kernel at 128K, per type (PROF
     bash scripts/gpu_profile_summary.sh $res/profile.txt > $res/gpu-profile.md
 }
 
+stage_tcq() {  # oscar2's trellis code on CUDA against the CPU, exactly (scripts/gpu_tcq_check.cpp): SET_ROWS and CPY
+    # bytes, GET_ROWS / CPY / convert.cu decodes; after "build", no feed call needed
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+    local inc=$W/llama-cpp-python/vendor/llama.cpp/ggml/include
+    local nvcc
+    nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+    $nvcc -std=c++17 -O2 scripts/gpu_tcq_check.cpp -I $inc -I native -L $bin -lggml -lggml-base -lggml-cuda \
+        -Xlinker -rpath=$bin -ldl -o $W/gpu_tcq_check > $res/tcq-check-build.log 2>&1 \
+        || { log "tcq check: build failed"; tail -20 $res/tcq-check-build.log; return 1; }
+    $W/gpu_tcq_check $bin/libggml-cuda.so > $res/tcq-check.log 2>&1
+    log "tcq check rc=$? ($(tail -1 $res/tcq-check.log))"
+}
+
 pipeline() {
     for s in ${PIPELINE_STAGES:-build check e2e bench}; do
         log "stage $s"
