@@ -145,8 +145,9 @@ static __device__ __forceinline__ uint32_t oscar_tcq_bits16(const uint8_t * qs, 
 
 // The encoder, one warp per block. Identical bytes to oscar_tcq_quantize_block (CPU, scalar or AVX2) because:
 //  - the norm, u = x 8 / ||x|| and the NaN / zero / Inf rules are oscar_tcq_prepare's steps in its order and in
-//    double (oscar_tcq_prepare_warp below: the sum of squares serial in element order on every lane), and the scale is
-//    oscar_tcq_pack itself (lane 0). Double arithmetic is IEEE on the GPU (-use_fast_math touches float only; a
+//    double (oscar_tcq_prepare_warp below: the sum of squares serial in element order on every lane), and the bytes
+//    and scale are oscar_tcq_pack's (its sum of the chosen values' squares serial in element order on lane 0; each
+//    square of a float is exact in double, so adding it is the CPU's lv2 += c * c). Double arithmetic is IEEE on the GPU (-use_fast_math touches float only; a
 //    product of two floats is exact in double, so a contracted DFMA sums the same bits). One float detail: with
 //    -ftz a float -> double conversion flushes a subnormal float to 0, so the conversions of x go through
 //    oscar_f2d, which keeps it (the CPU's (double) x);
@@ -160,12 +161,16 @@ static __device__ __forceinline__ uint32_t oscar_tcq_bits16(const uint8_t * qs, 
 //    first pass ends at the lowest k of least cost (oscar_tcq_last), the second at the overlap, as oscar_tcq_encode.
 // Lane l keeps best[2l] and best[2l + 1]; their predecessors best[8l .. 8l + 7] (mod 64) are the survivors of lanes
 // 4l .. 4l + 3 (mod 32): 8 shuffles a step. Back-pointers: 2 bits per state and step, a word per lane per 8 steps
-// in shared memory; the trace-back walks them on one k (broadcast reads).
+// in shared memory. The trace-back follows the same pointers as the CPU's, in groups of 8 steps walked in parallel
+// (oscar_tcq_entries), and the bytes are oscar_tcq_pack's with the serial sum of squares kept on one lane.
+// A decode step writes few blocks, so a block's latency is the cost: about 2 x 64 steps of a shuffle and a
+// three-deep add/min chain, the rest (norm, trace-backs, pack) made short.
 struct oscar_tcq_scratch {
-    double   u[OSCAR_QK];            // u = x 8 / ||x|| (oscar_tcq_prepare)
+    double   u[OSCAR_QK];            // u = x 8 / ||x|| (oscar_tcq_prepare); then the chosen values' squares
     float    x[OSCAR_QK];            // the block's floats
     float    v[OSCAR_QK];            // oscar_tcq_scaled(u)
     uint32_t back[OSCAR_QK / 8][WARP_SIZE];
+    uint8_t  entry[OSCAR_QK / 8][OSCAR_TCQ_LINKS];  // see oscar_tcq_entries
     uint8_t  w[OSCAR_QK];            // the windows of the second pass
     uint8_t  out[sizeof(block_oscar2)];
 };
@@ -260,6 +265,23 @@ static __device__ __forceinline__ int oscar_tcq_back(const oscar_tcq_scratch & s
     return (sm.back[j >> 3][k >> 1] >> (4 * (j & 7) + 2 * (k & 1))) & 3;
 }
 
+// The trace-back cut into groups g of 8 steps (8g .. 8g + 7): entry[g][k] = the k (high L - 2 bits) before step 8g
+// of the best path that leaves step 8g + 7 in k, for groups g0..7 and every k, each lane walking its two k through
+// every group (16 independent chains of 8 pointers instead of one chain of 64).
+static __device__ __forceinline__ void oscar_tcq_entries(oscar_tcq_scratch & sm, const int g0) {
+    const int l = threadIdx.x % WARP_SIZE;
+#pragma unroll
+    for (int g = g0; g < OSCAR_QK / 8; g++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int k = 2 * l + h;
+#pragma unroll
+            for (int s = 7; s >= 0; s--) k = (k << 2 | oscar_tcq_back(sm, 8 * g + s, k)) & (OSCAR_TCQ_LINKS - 1);
+            sm.entry[g][2 * l + h] = (uint8_t) k;
+        }
+    }
+}
+
 // Quantize the 64 floats at x (contiguous) into the 18 bytes at out (2-byte aligned): the whole warp calls this.
 static __device__ void oscar_tcq_quantize_warp(const float * __restrict__ x, uint8_t * __restrict__ out, oscar_tcq_scratch & sm) {
     const int l = threadIdx.x % WARP_SIZE;
@@ -275,21 +297,47 @@ static __device__ void oscar_tcq_quantize_warp(const float * __restrict__ x, uin
 #pragma unroll
         for (int t = 0; t < 8; t++) cs[t] = oscar_tcq_scaled(oscar_tcq_cb_dev[8 * l + t]);
         __syncwarp();
-        // first pass on the row turned by half a block: the overlap the seam wants is path[32] & (LINKS - 1)
+        // first pass on the row turned by half a block: the overlap the seam wants is path[32] & (LINKS - 1), the k
+        // before step 32 on the path traced back from the pass's end
         int k = oscar_tcq_warp_pass(sm, cs, OSCAR_QK / 2, -1);
         __syncwarp();
-        for (int j = OSCAR_QK - 1; j >= OSCAR_QK / 2; j--) k = (k << 2 | oscar_tcq_back(sm, j, k)) & (OSCAR_TCQ_LINKS - 1);
+        oscar_tcq_entries(sm, OSCAR_QK / 16);
         __syncwarp();
-        // second pass, constrained to that overlap, traced back into the windows
+        k = sm.entry[4][sm.entry[5][sm.entry[6][sm.entry[7][k]]]];
+        __syncwarp();
+        // second pass, constrained to that overlap, traced back into the windows: lane g < 8 finds the k leaving its
+        // group (a lookup per later group), then walks the group's 8 steps
         k = oscar_tcq_warp_pass(sm, cs, 0, k);
         __syncwarp();
-        if (l == 0) {
-            for (int j = OSCAR_QK - 1; j >= 0; j--) {
-                const int w = k << 2 | oscar_tcq_back(sm, j, k);
+        oscar_tcq_entries(sm, 0);
+        __syncwarp();
+        if (l < OSCAR_QK / 8) {
+            for (int g = OSCAR_QK / 8 - 1; g > l; g--) k = sm.entry[g][k];
+#pragma unroll
+            for (int s = 7; s >= 0; s--) {
+                const int j = 8 * l + s, w = k << 2 | oscar_tcq_back(sm, j, k);
                 sm.w[j] = (uint8_t) w;
                 k = w & (OSCAR_TCQ_LINKS - 1);
             }
-            oscar_tcq_pack(oscar_tcq_cb_dev, norm, sm.w, sm.out);
+        }
+        __syncwarp();
+        // oscar_tcq_pack: the code bytes (stream bits 2j, 2j + 1 = w_j & 3), the squares of the chosen values (exact in
+        // double), summed in element order by lane 0, and the scale
+        const double c0 = oscar_tcq_cb_dev[sm.w[l]], c1 = oscar_tcq_cb_dev[sm.w[l + 32]];
+        sm.u[l]      = c0 * c0;
+        sm.u[l + 32] = c1 * c1;
+        if (l < OSCAR_QK / 4) {
+            const uint8_t * w = sm.w + 4 * l;
+            sm.out[2 + l] = (uint8_t) ((w[0] & 3) | (w[1] & 3) << 2 | (w[2] & 3) << 4 | (w[3] & 3) << 6);
+        }
+        __syncwarp();
+        if (l == 0) {
+            double lv2 = 0.0;
+#pragma unroll 16
+            for (int j = 0; j < OSCAR_QK; j++) lv2 += sm.u[j];
+            const uint16_t d = oscar_scale_bits(norm, lv2);
+            sm.out[0] = (uint8_t) (d & 0xff);
+            sm.out[1] = (uint8_t) (d >> 8);
         }
     }
     __syncwarp();
