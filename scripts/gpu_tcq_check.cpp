@@ -12,14 +12,20 @@
 //   nvcc -std=c++17 -O2 scripts/gpu_tcq_check.cpp -I GGML/include -I native -L LIBDIR -lggml -lggml-base -lggml-cuda \
 //        -Xlinker -rpath=LIBDIR -ldl -o gpu_tcq_check && ./gpu_tcq_check [LIBDIR/libggml-cuda.so]
 // Prints one line per check and "N passed, M failed"; exit status 1 when anything differs.
+// -DOSCAR_CHECK_ON_CPU builds a self-test of this program without CUDA: the same graphs on the CPU backend (linked
+// with -lggml-cpu), the converters left out.
 #include "ggml.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
+#ifdef OSCAR_CHECK_ON_CPU
+#include "ggml-cpu.h"
+#else
 #include "ggml-cuda.h"
+#include <cuda_runtime.h>
+#endif
 
 #include "oscar_tcq_codebook.h"
 
-#include <cuda_runtime.h>
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -34,7 +40,7 @@
 #include <vector>
 
 static const int    QK = 64, BB = 18;  // oscar2 block: 64 elements, 18 bytes
-static const ggml_type OSCAR2 = (ggml_type) 43;
+static const ggml_type OSCAR2 = GGML_TYPE_OSCAR2;  // the patched ggml.h (patches/0001)
 
 static int n_pass = 0, n_fail = 0;
 
@@ -279,7 +285,11 @@ static void compare_f32(const std::string & what, const float * gpu, const float
 }
 
 int main(int argc, char ** argv) {
+#ifdef OSCAR_CHECK_ON_CPU
+    ggml_backend_t be = ggml_backend_cpu_init();
+#else
     ggml_backend_t be = ggml_backend_cuda_init(0);
+#endif
     if (!be) {
         fprintf(stderr, "no CUDA device\n");
         return 2;
@@ -393,6 +403,7 @@ int main(int argc, char ** argv) {
     }
 
     // 5. convert.cu's converters (what the prefill kernels and the tier's concatenation read), called directly
+#ifndef OSCAR_CHECK_ON_CPU
     {
         // linked in, so its symbols are global; else load the library named on the command line
         const char * lib = argc > 1 ? argv[1] : "libggml-cuda.so";
@@ -462,6 +473,10 @@ int main(int argc, char ** argv) {
             cudaFree(dy);
         }
     }
+#else
+    GGML_UNUSED(argc);
+    GGML_UNUSED(argv);
+#endif
 
     ggml_backend_free(be);
     printf("%d passed, %d failed\n", n_pass, n_fail);
