@@ -34,7 +34,10 @@ template <int B> static __device__ __forceinline__ const float * oscar_levels_de
 // The codebook as compile-time constants: the decode paths below read levels from immediates, not memory.
 constexpr float oscar_lv3[8]  = { OSCAR_LEVELS3 };
 constexpr float oscar_lv4[16] = { OSCAR_LEVELS4 };
-template <int B> __host__ __device__ constexpr float oscar_level(int c) { return B == 3 ? oscar_lv3[c] : oscar_lv4[c]; }
+template <int B> __host__ __device__ constexpr float oscar_level(int c) {
+    static_assert(B == 3 || B == 4, "scalar codes: oscar3, oscar4");
+    return B == 3 ? oscar_lv3[c] : oscar_lv4[c];
+}
 template <int B> __host__ __device__ constexpr float oscar_level_unit() { return oscar_level<B>((1 << B) - 1) / 127.0f; }
 __host__ __device__ constexpr int oscar_round(float x) { return x >= 0.0f ? int(x + 0.5f) : -int(-x + 0.5f); }
 
@@ -146,9 +149,9 @@ static __device__ __forceinline__ uint32_t oscar_tcq_bits16(const uint8_t * qs, 
 // The encoder, one warp per block. Identical bytes to oscar_tcq_quantize_block (CPU, scalar or AVX2) because:
 //  - the norm, u = x 8 / ||x|| and the NaN / zero / Inf rules are oscar_tcq_prepare's steps in its order and in
 //    double (oscar_tcq_prepare_warp below: the sum of squares serial in element order on every lane), and the bytes
-//    and scale are oscar_tcq_pack's (its sum of the chosen values' squares serial in element order on lane 0; each
-//    square of a float is exact in double, so adding it is the CPU's lv2 += c * c). Double arithmetic is IEEE on the GPU (-use_fast_math touches float only; a
-//    product of two floats is exact in double, so a contracted DFMA sums the same bits). One float detail: with
+//    and scale are oscar_tcq_pack's (its sum of the chosen values' squares serial in element order, on lane 0).
+//    Double arithmetic is IEEE on the GPU (-use_fast_math touches float only) and a product of two floats is exact
+//    in double, so a contracted DFMA, or adding a square computed apart, sums the same bits. One float detail: with
 //    -ftz a float -> double conversion flushes a subnormal float to 0, so the conversions of x go through
 //    oscar_f2d, which keeps it (the CPU's (double) x);
 //  - the Viterbi costs are the same integers: v = oscar_tcq_scaled(u) (a double multiply by 2^9, rounded to float
