@@ -12,10 +12,14 @@ size_t oscar_block_bytes(int bits) {
 }
 
 const float * oscar_levels(int bits) {
-    return (bits >= 2 && bits <= 4) ? oscar_levels_of(bits) : NULL;
+    return (bits == 3 || bits == 4) ? oscar_levels_of(bits) : NULL;  // oscar2: the trellis codebook
 }
 
 void oscar_quantize_row(int bits, const float * x, void * y, int64_t n) {
+    if (bits == 2) {
+        oscar2_quantize_row(x, y, n);
+        return;
+    }
     const size_t nbytes = oscar_block_bytes(bits);
     uint8_t * out = (uint8_t *) y;
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
@@ -23,8 +27,8 @@ void oscar_quantize_row(int bits, const float * x, void * y, int64_t n) {
     }
 }
 
-// Decoding runs once per (query, cached row) pair in CPU flash attention, so each width gets a
-// loop over whole code bytes instead of a per-element switch.
+// Decoding runs for every cached row CPU flash attention reads, so each width gets a loop over whole code bytes
+// instead of a per-element switch.
 static void dequantize_block(int bits, const uint8_t * b, float * y) {
     const float * L  = oscar_levels_of(bits);
     const float   d  = oscar_half_to_float(oscar_block_scale(b));
@@ -35,14 +39,6 @@ static void dequantize_block(int bits, const uint8_t * b, float * y) {
         for (int j = 0; j < 32; j++) {
             y[j]      = lut[qs[j] & 15];
             y[j + 32] = lut[qs[j] >> 4];
-        }
-    } else if (bits == 2) {
-        for (int j = 0; j < 16; j++) {
-            const int q = qs[j];
-            y[j]      = lut[q & 3];
-            y[j + 16] = lut[(q >> 2) & 3];
-            y[j + 32] = lut[(q >> 4) & 3];
-            y[j + 48] = lut[q >> 6];
         }
     } else {
         for (int j = 0; j < 16; j++) {
@@ -60,7 +56,6 @@ static void dequantize_block(int bits, const uint8_t * b, float * y) {
 }
 
 #ifdef OSCAR_X86
-// ggml-base is built for the baseline ISA, so the AVX2 decoder is chosen at run time.
 OSCAR_AVX2 static void dequantize_block_avx2(int bits, const uint8_t * b, float * y) {
     float lut[16] = { 0 };
     const float d = oscar_half_to_float(oscar_block_scale(b));
@@ -71,19 +66,17 @@ OSCAR_AVX2 static void dequantize_block_avx2(int bits, const uint8_t * b, float 
     oscar_codes_avx2(bits, b + 2, idx);
     for (int j = 0; j < 8; j++) _mm256_storeu_ps(y + 8 * j, oscar_lut_avx2(bits, idx[j], lo, hi));
 }
-
-static int have_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return cached;
-}
 #endif
 
 void oscar_dequantize_row(int bits, const void * x, float * y, int64_t n) {
+    if (bits == 2) {
+        oscar2_dequantize_row(x, y, n);
+        return;
+    }
     const size_t    nbytes = oscar_block_bytes(bits);
     const uint8_t * in     = (const uint8_t *) x;
 #ifdef OSCAR_X86
-    if (have_avx2()) {
+    if (oscar_have_avx2()) {
         for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) dequantize_block_avx2(bits, in + ib * nbytes, y + ib * OSCAR_QK);
         return;
     }
@@ -103,6 +96,5 @@ void oscar_dequantize_row(int bits, const void * x, float * y, int64_t n) {
         return (size_t)(nrows * n_per_row / OSCAR_QK) * OSCAR##B##_BLOCK_BYTES;                          \
     }
 
-OSCAR_ROW_FUNCS(2)
 OSCAR_ROW_FUNCS(3)
 OSCAR_ROW_FUNCS(4)

@@ -1,9 +1,19 @@
-// Dot product of an OScaR row with a float32 vector: the K.Q product of CPU flash attention.
+// Dot product of an OScaR row with a float32 vector: the K.Q product of CPU flash attention (upstream's, without
+// the f16 tier).
 // Compiled into ggml-cpu (with its SIMD flags) and into the Python library.
 #include "oscar.h"
 #include "oscar_impl.h"
 
 #if defined(OSCAR_X86) && defined(__AVX2__) && defined(__FMA__)
+
+static inline float dot64(const float * a, const float * b) {
+    __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b));
+    for (int j = 8; j < OSCAR_QK; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), acc);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
 
 // Inlined into each width's entry point so that `bits` is a constant there.
 static inline float dot_row(int bits, const void * x, const float * y, int64_t n) {
@@ -30,6 +40,12 @@ static inline float dot_row(int bits, const void * x, const float * y, int64_t n
 
 #else
 
+static inline float dot64(const float * a, const float * b) {
+    float acc = 0.0f;
+    for (int j = 0; j < OSCAR_QK; j++) acc += a[j] * b[j];
+    return acc;
+}
+
 static inline float dot_row(int bits, const void * x, const float * y, int64_t n) {
     const float *   levels = oscar_levels_of(bits);
     const size_t    nbytes = oscar_block_bytes(bits);
@@ -47,9 +63,21 @@ static inline float dot_row(int bits, const void * x, const float * y, int64_t n
 
 #endif
 
+// oscar2 (the trellis code): each block decoded by oscar2_dequantize_row (its fastest path on this machine), then
+// dotted.
+static float tcq_dot_row(const void * x, const float * y, int64_t n) {
+    const uint8_t * in = (const uint8_t *) x;
+    float sum = 0.0f, v[OSCAR_QK];
+    for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
+        oscar2_dequantize_row(in + ib * OSCAR2_BLOCK_BYTES, v, OSCAR_QK);
+        sum += dot64(v, y + ib * OSCAR_QK);
+    }
+    return sum;
+}
+
 float oscar_dot_row(int bits, const void * x, const float * y, int64_t n) {
     switch (bits) {
-        case 2:  return dot_row(2, x, y, n);
+        case 2:  return tcq_dot_row(x, y, n);
         case 3:  return dot_row(3, x, y, n);
         default: return dot_row(4, x, y, n);
     }
@@ -62,6 +90,9 @@ float oscar_dot_row(int bits, const void * x, const float * y, int64_t n) {
         *s = dot_row(B, x, (const float *) y, n);                                                 \
     }
 
-OSCAR_DOT_FUNC(2)
+void oscar2_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc) {
+    (void) bs; (void) bx; (void) by; (void) nrc;
+    *s = tcq_dot_row(x, (const float *) y, n);
+}
 OSCAR_DOT_FUNC(3)
 OSCAR_DOT_FUNC(4)

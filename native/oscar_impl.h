@@ -33,6 +33,13 @@ static inline const float * oscar_levels_of(int bits) {
 #include <immintrin.h>
 #define OSCAR_AVX2 __attribute__((target("avx2,fma")))
 
+// ggml-base is built for the baseline ISA, so its AVX2 paths are chosen at run time.
+static inline int oscar_have_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return cached;
+}
+
 // The 64 codes of a block as eight vectors of 8 int32 indices, in element order.
 OSCAR_AVX2 static inline void oscar_codes_avx2(int bits, const uint8_t * qs, __m256i idx[8]) {
     if (bits == 4) {  // byte j: elements j (low nibble) and j + 32 (high nibble)

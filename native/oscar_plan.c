@@ -102,8 +102,13 @@ uint64_t oscar_fnv1a(uint64_t h, const void * data, size_t n) {
 
 int oscar_state_check(const oscar_state_hdr * saved, const oscar_state_hdr * cur, char * err, size_t err_len) {
     put(err, err_len, "%s", "");
-    if (saved->magic != OSCAR_STATE_MAGIC || saved->version != OSCAR_STATE_VERSION) {
+    if (saved->magic != OSCAR_STATE_MAGIC) {
         put(err, err_len, "oscar-gguf: the state was not saved by this oscar-gguf llama.cpp (no OScaR cache header)");
+        return -1;
+    }
+    if (saved->version != OSCAR_STATE_VERSION) {  // 1: oscar2 blocks held the scalar code
+        put(err, err_len, "oscar-gguf: the state was saved by another version of oscar-gguf (state format %u, this "
+            "build reads %u: its oscar2 blocks hold another code); nothing was loaded", saved->version, OSCAR_STATE_VERSION);
         return -1;
     }
     char buf[512];

@@ -35,6 +35,17 @@ OSCAR_HD int oscar_tcq_window(const uint8_t * qs, int j) {
     return (int) (w >> (2 * (j & 3))) & (OSCAR_TCQ_STATES - 1);
 }
 
+// Stream bits 32g .. 32g + 63 of a block's 16 code bytes (wrapping), bit 32g first: windows 16g .. 16g + 15 are
+// (oscar_tcq_bits(qs, g) >> 2k) & (STATES - 1), k = 0..15.
+OSCAR_HD uint32_t oscar_tcq_word(const uint8_t * qs, int i) {  // code bytes 4i .. 4i + 3, little-endian
+    const uint8_t * p = qs + 4 * (i & 3);
+    return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
+}
+
+OSCAR_HD uint64_t oscar_tcq_bits(const uint8_t * qs, int g) {
+    return (uint64_t) oscar_tcq_word(qs, g) | (uint64_t) oscar_tcq_word(qs, g + 1) << 32;
+}
+
 // Element j of a block: codebook[w_j] x scale.
 OSCAR_HD float oscar_tcq_value(const float * cb, float scale, const uint8_t * qs, int j) {
     return scale * cb[oscar_tcq_window(qs, j)];
@@ -125,7 +136,7 @@ OSCAR_HD int oscar_tcq_prepare(const float * x, double * u, double * norm, uint8
     const double ss  = oscar_block_sumsq(x, &nan);
     if (nan || !(ss > 0.0)) {
         const uint16_t d = nan ? OSCAR_FP16_NAN : 0;
-        for (int i = 0; i < OSCAR_TCQ_BLOCK_BYTES; i++) out[i] = 0;
+        for (int i = 0; i < OSCAR2_BLOCK_BYTES; i++) out[i] = 0;
         out[0] = (uint8_t) (d & 0xff);
         out[1] = (uint8_t) (d >> 8);
         return 0;
@@ -139,7 +150,7 @@ OSCAR_HD int oscar_tcq_prepare(const float * x, double * u, double * norm, uint8
 // The second half: the block's bytes for windows w[64] (a closed path) of a block of that norm.
 OSCAR_HD void oscar_tcq_pack(const float * cb, double norm, const uint8_t * w, uint8_t * out) {
     double lv2 = 0.0;
-    for (int i = 2; i < OSCAR_TCQ_BLOCK_BYTES; i++) out[i] = 0;
+    for (int i = 2; i < OSCAR2_BLOCK_BYTES; i++) out[i] = 0;
     for (int j = 0; j < OSCAR_QK; j++) {
         lv2 += (double) cb[w[j]] * (double) cb[w[j]];
         out[2 + j / 4] |= (uint8_t) ((w[j] & 3) << (2 * (j & 3)));  // stream bits 2j, 2j + 1

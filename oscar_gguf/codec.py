@@ -1,4 +1,4 @@
-"""NumPy-facing OScaR codec: thin wrappers over the C functions in native/oscar.c."""
+"""NumPy-facing OScaR codec: thin wrappers over the C functions in native/ (oscar.c, oscar_tcq.c, oscar_dot.c)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,12 +14,14 @@ def bits_per_element(kind: str) -> float:
     return oscar_type(kind).bits_per_element
 
 
-def levels(kind: str) -> np.ndarray:
-    """The Lloyd-Max codebook of an OScaR type (ascending)."""
+def codebook(kind: str) -> np.ndarray:
+    """The values an OScaR type's codes stand for: oscar3/oscar4's Lloyd-Max levels (ascending), oscar2's 256
+    trellis entries (indexed by an element's 8-bit window)."""
     t = oscar_type(kind)
     ffi, lib = _native.lib()
-    ptr = lib.oscar_levels(t.oscar_bits)
-    return np.frombuffer(ffi.buffer(ptr, 4 << t.oscar_bits), dtype=np.float32).copy()
+    if t.oscar_bits == 2:
+        return np.frombuffer(ffi.buffer(lib.oscar_tcq_codebook(), 4 << 8), dtype=np.float32).copy()
+    return np.frombuffer(ffi.buffer(lib.oscar_levels(t.oscar_bits), 4 << t.oscar_bits), dtype=np.float32).copy()
 
 
 def quantize(x: np.ndarray, kind: str) -> np.ndarray:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""What the trellis code buys in KL divergence (issue 15 item 1): llama-perplexity --kl-divergence from our build and
-from the scripts/tcq_as_oscar2.py build (oscar2 blocks hold the trellis code) over the same model, text and chunks,
-against one f16 base; the scalar and the trellis oscar2 for K and V, for K alone (V oscar3), bare and on the
-default path (tier 1 + 128, calibration).
+"""What the trellis code buys in KL divergence (issue 15 item 1): llama-perplexity --kl-divergence from this build
+(oscar2 is the trellis code) and from a build of a commit before it (oscar2 was the scalar Lloyd-Max code, e.g.
+eed0d4a built with scripts/build_llama.py into another folder) over the same model, text and chunks, against one
+f16 base from this build; oscar2 for K and V, for K alone (V oscar3), bare and on the default path (tier 1 + 128,
+calibration).
 
-    python3 scripts/tcq_kld.py OUT_PREFIX --tcq-bin DIR [--model smollm2] [--text debian-handbook] [--ctx 2048] [--chunks 2]
+    python3 scripts/tcq_kld.py OUT_PREFIX --scalar-bin DIR [--model smollm2] [--text debian-handbook] [--ctx 2048] [--chunks 2]
 """
 from __future__ import annotations
 
@@ -77,14 +78,14 @@ def plot(rep: dict, path: Path) -> None:
 
 def main() -> int:
     ap = run_options(__doc__, chunks=2)
-    ap.add_argument("--tcq-bin", type=Path)
+    ap.add_argument("--scalar-bin", type=Path, help="the tools of a build from before the trellis")
     a = ap.parse_args()
     if a.replot:
         for p in reports.redraw(a.out, markdown, plot):
             print(p)
         return 0
-    if a.tcq_bin is None:
-        ap.error("--tcq-bin is required (the folder scripts/tcq_as_oscar2.py prints)")
+    if a.scalar_bin is None:
+        ap.error("--scalar-bin is required (the llama-perplexity folder of a build from before the trellis)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model, shape, corpus, text = prepare(a, Path(tmp))
@@ -93,7 +94,7 @@ def main() -> int:
         jobs = [("scalar", c) for c in CACHES] + [("trellis", c) for c in CACHES if c != "q4_0"]
         for build, c in tqdm(jobs, desc="llama-perplexity runs", unit="run"):
             k, v, extra, tier = CACHES[c]
-            log = run(a.ours_bin if build == "scalar" else a.tcq_bin, model, text, a.ctx, a.chunks, a.threads,
+            log = run(a.scalar_bin if build == "scalar" else a.ours_bin, model, text, a.ctx, a.chunks, a.threads,
                       f"-ctk {k} -ctv {v} {extra}", base, False)
             rows.append({"build": build, "cache": c, "bits": effective_bits(k, v, shape.head_dim_k, shape.head_dim_v,
                                                                             a.ctx, *tier), **parse(log)})

@@ -1,4 +1,6 @@
-"""Pure-NumPy model of the OScaR block format (DESIGN.md section 3), written from the spec, not from the C."""
+"""Pure-NumPy model of the scalar OScaR block format (DESIGN.md section 3; oscar3 and oscar4), written from the spec,
+not from the C. Its 2-bit case is the scalar Lloyd-Max code oscar2 had before the trellis (tests/tcq_ref.py models
+oscar2 now): the baseline the trellis is measured against."""
 from __future__ import annotations
 
 import numpy as np
