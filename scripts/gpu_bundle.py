@@ -1,27 +1,32 @@
 #!/usr/bin/env python3
 """Pack what the GPU machine needs (it has no network, and one call carries at most 64 MiB with the repo).
 
-    ./install.sh && .venv/bin/python scripts/gpu_bundle.py
+    ./install.sh && .venv/bin/python scripts/gpu_bundle.py [--baseline COMMIT]
 
 writes three carry folders, sent by separate device calls (scripts/gpu_run.sh says which):
   .carry/src   the patched llama-cpp-python tree pruned to what a CUDA build of our targets needs (about 6 MiB),
                the wheels our package needs that the GPU image lacks (for its Python 3.12), and the peer fork's
                source (../shared/peers/, 3.4 MiB) that scripts/gpu_run.sh's stage "peer" builds beside ours;
+               with --baseline, COMMIT's patched tree and native/ (.carry/src/baseline/), which the stage
+               "baseline" builds beside ours to measure a change against what it replaced in the same run;
   .carry/a     the first half of the default model file;
   .carry/b     its second half, and the Debian python3-doc packages that hold the evaluation prose.
 """
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from build_llama import cache_dir  # noqa: E402
+from build_llama import cache_dir, extract_sdist, fetch_sdist  # noqa: E402
 from build_peer import default_tarball  # noqa: E402
 
 # Inside vendor/llama.cpp: what CMake needs for ggml (CPU + CUDA + RPC), llama, common and our tools.
@@ -77,6 +82,29 @@ def split_model(parts: list[Path]) -> None:
     parts[1].write_bytes(data[half:])
 
 
+def pack_baseline(commit: str, dest: Path) -> None:
+    """COMMIT's build inputs: the sdist with its patches/ applied, pruned as ours (llama-src.tar.gz), and its native/
+    (native.tar)."""
+    dest.mkdir(parents=True)
+    git = ["git", "-C", str(ROOT)]
+    names = subprocess.run([*git, "ls-tree", "--name-only", commit, "patches/"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    with tempfile.TemporaryDirectory() as tmp:
+        patches = []
+        for name in sorted(n for n in names if n.endswith(".patch")):
+            f = Path(tmp) / Path(name).name
+            f.write_bytes(subprocess.run([*git, "show", f"{commit}:{name}"], check=True, capture_output=True).stdout)
+            patches.append(f)
+        src = extract_sdist(fetch_sdist(sys.executable), Path(tmp) / "src", commit, patches, f" with {commit}'s patches")
+        pack_source(src, dest / "llama-src.tar.gz")
+    archive = subprocess.run([*git, "archive", "--format=tar", commit, "native"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tf:  # checks it is a tar before it travels
+        tf.getmembers()
+    (dest / "native.tar").write_bytes(archive)
+    (dest / "COMMIT").write_text(subprocess.run([*git, "rev-parse", "--short", commit], check=True,
+                                                capture_output=True, text=True).stdout)
+
+
 def corpus_debs(dest: Path) -> None:
     """The default text's .debs oscar_gguf.corpus keeps in its cache (fetched there if need be); fetch_html unpacks
     them there. The device runs evaluate on the default text only (the handbook's 35 MB would not fit a carry)."""
@@ -88,6 +116,9 @@ def corpus_debs(dest: Path) -> None:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", metavar="COMMIT", help="also pack COMMIT's build inputs for the stage baseline")
+    a = ap.parse_args()
     src = cache_dir() / "src" / "llama-cpp-python"
     if not (src / ".oscar-source-key").exists():
         print("run ./install.sh first (it prepares the patched tree)", file=sys.stderr)
@@ -102,6 +133,8 @@ def main() -> int:
     if peer is not None:
         (carry / "src" / "peer").mkdir()
         shutil.copy2(peer, carry / "src" / "peer" / peer.name)
+    if a.baseline:
+        pack_baseline(a.baseline, carry / "src" / "baseline")
     split_model([carry / "a" / "model.part0", carry / "b" / "model.part1"])
     corpus_debs(carry / "b")
     for d in ("src", "a", "b"):

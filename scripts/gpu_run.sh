@@ -17,7 +17,8 @@
 # "tiercpu": the f16 tier's eval, GPU and CPU decode speed (issue 4); "calib", "calibbench": the calibrated eval and
 # the calibration's speed cost (issue 5); "probe": the
 # GPU eval KLD probe, scripts/gpu_kld_probe.py; "upstream": upstream's test-backend-ops cases of the ops we patch); "build profile" (carry .carry/src only, no feed)
-# runs Nsight Compute on the decode kernel instead; "build peer" (no feed) measures the peer fork beside ours (issue 14).
+# runs Nsight Compute on the decode kernel instead; "build ours peer" (no feed) measures the peer fork beside ours
+# (issue 14); "build ours baseline" (bundle made with --baseline COMMIT) measures COMMIT's build beside ours.
 set -uo pipefail
 W=/root/oscar-gpu
 export OSCAR_GGUF_CACHE=$W/cache PYTHONUNBUFFERED=1
@@ -136,31 +137,66 @@ stage_multigpu() {  # issue 16 on two GPUs (kind nvidia-h200-x2; needs the feed 
         > $res/mg-fit-$t.log 2>&1; log "fit $t: $(tail -1 $res/mg-fit-$t.log)"; done
 }
 
-stage_peer() {  # issue 14 item 4: the peer fork built beside ours and llama-bench over the same model, depths and settings
-    # in one run (ours bare, ours as llama.cpp's defaults give it: tier + calibration), and where each f16 decode's
-    # attention time goes at 128K (Nsight Compute on the first decode step's kernel); no feed call needed
-    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+bench8b() {  # NAME BIN MODEL ARGS...: llama-bench decode 64 at every depth and prefill 2048 at 32K, batch 1, all layers
+    local name=$1 b=$2 m=$3; shift 3
+    local common="-ngl 99 -fa 1 -r 1 -o jsonl"
+    $b/llama-bench -m $m $common -d 0,4096,32768,131072 -p 0 -n 64 "$@" > $res/peer-bench-$name.jsonl 2> $res/peer-bench-$name.log
+    $b/llama-bench -m $m $common -d 32768 -p 2048 -n 0 "$@" >> $res/peer-bench-$name.jsonl 2>> $res/peer-bench-$name.log
+    log "llama-bench $name rc=$? ($(wc -l < $res/peer-bench-$name.jsonl) rows)"
+}
+
+models8b() {  # the Llama-3.1-8B-shaped model and its identity-calibrated copy (the default path's transform, exact)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $res/gpu.txt
+    [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
+    [ -f $W/llama8b-cal.gguf ] || python3 scripts/identity_calibration.py $W/llama8b.gguf $W/llama8b-cal.gguf > $res/identity-cal.log 2>&1
+}
+
+stage_ours() {  # our caches over the 8B-shaped model (scripts/peer_bench_report.py tables them with the stages below)
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+    models8b || return 1
+    bench8b ours-f16 $bin $W/llama8b.gguf -ctk f16 -ctv f16
+    bench8b ours-q4_0 $bin $W/llama8b.gguf -ctk q4_0 -ctv q4_0
+    bench8b ours-oscar2-bare $bin $W/llama8b.gguf -ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0
+    bench8b ours-oscar2 $bin $W/llama8b-cal.gguf -ctk oscar2 -ctv oscar2
+    bench8b ours-oscar3 $bin $W/llama8b-cal.gguf -ctk oscar3 -ctv oscar3
+}
+
+stage_baseline() {  # the commit gpu_bundle.py --baseline packed, built beside ours (tools only, plain CMake), on the same
+    # model and depths: a change against what it replaced, in one run (q4_0 is the same code in both: the control)
+    local bb=$W/baseline-build src=$W/baseline
+    models8b || return 1
+    [ -f .carry/src/baseline/llama-src.tar.gz ] || { log "no baseline in the bundle (gpu_bundle.py --baseline)"; return 1; }
+    mkdir -p $src/native && tar xzf .carry/src/baseline/llama-src.tar.gz -C $src && tar xf .carry/src/baseline/native.tar -C $src
+    local flags quants  # as our build's (scripts/build_llama.py)
+    flags=$(python3 -c "import sys; sys.path.insert(0, 'scripts'); from build_llama import cpu_flags; print(' '.join(cpu_flags()))")
+    quants=$(python3 -c "import sys; sys.path.insert(0, 'scripts'); from build_llama import CUDA_FA_QUANTS; print(CUDA_FA_QUANTS)")
+    cmake -S $src/llama-cpp-python/vendor/llama.cpp -B $bb -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+        -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" -DGGML_CUDA_FA_QUANTS="$quants" \
+        -DCMAKE_CUDA_ARCHITECTURES=${ARCHS:-90} -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DOSCAR_NATIVE_DIR=$src/native \
+        -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        > $res/baseline-build.log 2>&1 && cmake --build $bb --target llama-bench test-backend-ops >> $res/baseline-build.log 2>&1 \
+        || { tail -30 $res/baseline-build.log; return 1; }
+    log "baseline $(cat .carry/src/baseline/COMMIT) built"
+    bench8b base-f16 $bb/bin $W/llama8b.gguf -ctk f16 -ctv f16
+    bench8b base-q4_0 $bb/bin $W/llama8b.gguf -ctk q4_0 -ctv q4_0
+    bench8b base-oscar2-bare $bb/bin $W/llama8b.gguf -ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0
+    bench8b base-oscar2 $bb/bin $W/llama8b-cal.gguf -ctk oscar2 -ctv oscar2
+    for b in ours:$OSCAR_GGUF_CACHE/build/wheel-cuda/bin base:$bb/bin; do  # the decode kernel alone at 128K
+        ${b#*:}/test-backend-ops perf -b CUDA0 -o FLASH_ATTN_EXT -p "kv=131072.*type_K=(f16|oscar2)," 2>&1 \
+            | sed 's/\x1b\[[0-9;]*m//g' | grep FLASH_ATTN_EXT | sed "s/^/${b%%:*} /" >> $res/baseline-attn.txt
+    done
+}
+
+stage_peer() {  # issue 14 item 4: the peer fork built beside ours and llama-bench over the same model, depths and settings
+    # (run "ours" too for the table), and where each f16 decode's attention time goes at 128K (Nsight Compute on the
+    # first decode step's kernel); no feed call needed
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+    models8b || return 1
     local pbin
     pbin=$(python3 scripts/build_peer.py --cuda --archs ${ARCHS:-90} --tarball .carry/src/peer/*.tar.gz 2> $res/peer-build.log | tail -1)
     log "peer build: ${pbin:-FAILED}"
-    [ -f $W/llama8b.gguf ] || python3 scripts/make_bench_model.py $W/llama8b.gguf > $res/make-model.log 2>&1 || return 1
-    [ -f $W/llama8b-cal.gguf ] || python3 scripts/identity_calibration.py $W/llama8b.gguf $W/llama8b-cal.gguf > $res/identity-cal.log 2>&1 || return 1
-    local common="-ngl 99 -fa 1 -r 1 -o jsonl"
-    local d="-d 0,4096,32768,131072"
-    run_bench() {  # NAME BIN MODEL ARGS...: decode at every depth, prefill 2048 at 32K
-        local name=$1 b=$2 m=$3; shift 3
-        $b/llama-bench -m $m $common $d -p 0 -n 64 "$@" > $res/peer-bench-$name.jsonl 2> $res/peer-bench-$name.log
-        $b/llama-bench -m $m $common -d 32768 -p 2048 -n 0 "$@" >> $res/peer-bench-$name.jsonl 2>> $res/peer-bench-$name.log
-        log "llama-bench $name rc=$? ($(wc -l < $res/peer-bench-$name.jsonl) rows)"
-    }
-    run_bench ours-f16 $bin $W/llama8b.gguf -ctk f16 -ctv f16
-    run_bench ours-q4_0 $bin $W/llama8b.gguf -ctk q4_0 -ctv q4_0
-    run_bench ours-oscar2-bare $bin $W/llama8b.gguf -ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0
-    run_bench ours-oscar2 $bin $W/llama8b-cal.gguf -ctk oscar2 -ctv oscar2
-    run_bench ours-oscar3 $bin $W/llama8b-cal.gguf -ctk oscar3 -ctv oscar3
     if [ -n "$pbin" ]; then
-        for t in f16 q4_0 turbo2 turbo3 turbo4; do run_bench peer-$t $pbin $W/llama8b.gguf -ctk $t -ctv $t; done
+        for t in f16 q4_0 turbo2 turbo3 turbo4; do bench8b peer-$t $pbin $W/llama8b.gguf -ctk $t -ctv $t; done
     fi
     if command -v ncu > /dev/null; then  # the first decode step at 128K (--no-warmup: the prefill runs the MMA kernel)
         for who in ours:$bin peer:$pbin; do

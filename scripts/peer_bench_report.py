@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""The peer fork against ours on the GPU (issue 14 item 4): the llama-bench JSONL files of scripts/gpu_run.sh's stage
-"peer" as one table of decode tok/s at each depth and prefill 2048 at 32K, each as a ratio to the faster of the two
-builds' f16 at that depth, with the effective bits per element there (f16 tier included).
+"""Builds side by side on the GPU: ours, the peer fork (issue 14 item 4) and a baseline commit of ours (a change against
+what it replaced): the llama-bench JSONL files of scripts/gpu_run.sh's stages "ours", "peer" and "baseline" as one
+table of decode tok/s at each depth and prefill 2048 at 32K, each as a ratio to the fastest f16 among the builds at
+that depth, with the effective bits per element there (f16 tier included).
 
-    python3 scripts/peer_bench_report.py RESULTS_DIR OUT_PREFIX [--machine-note TEXT]
+    python3 scripts/peer_bench_report.py RESULTS_DIR OUT_PREFIX [--note TEXT]
 
-RESULTS_DIR holds peer-bench-{ours,peer}-LABEL.jsonl and gpu.txt; writes OUT_PREFIX.{json,md,png}.
+RESULTS_DIR holds peer-bench-{ours,peer,base}-LABEL.jsonl and gpu.txt; writes OUT_PREFIX.{json,md,png}.
 """
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ CONFIGS = {
     "peer-f16": ("peer, f16", (0, 0)), "peer-q4_0": ("peer, q4_0", (0, 0)),
     "peer-turbo2": ("peer, turbo2", (0, 0)), "peer-turbo3": ("peer, turbo3", (0, 0)),
     "peer-turbo4": ("peer, turbo4", (0, 0)),
+    "base-f16": ("baseline, f16", (0, 0)), "base-q4_0": ("baseline, q4_0", (0, 0)),
+    "base-oscar2-bare": ("baseline, oscar2 bare", (0, 0)),
+    "base-oscar2": ("baseline, oscar2 default (tier 1+128, calibration)", (1, 128)),
 }
+BUILDS = {"ours": "ours", "peer": "the peer fork", "base": "a baseline commit of ours"}
 PREFILL_DEPTH = 32768
 
 
@@ -64,8 +69,9 @@ def build_report(results: Path, out: Path, head_dim: int, note: str) -> dict:
                 return r["avg_ts"]
         return None
 
-    f16 = {d: max(v for v in (ts("ours-f16", d), ts("peer-f16", d)) if v) for d in depths}
-    f16_pp = max(v for v in (ts("ours-f16", PREFILL_DEPTH, True), ts("peer-f16", PREFILL_DEPTH, True)) if v)
+    anchors = [f"{b}-f16" for b in BUILDS]
+    f16 = {d: max(v for v in (ts(a, d) for a in anchors) if v) for d in depths}
+    f16_pp = max(v for v in (ts(a, PREFILL_DEPTH, True) for a in anchors) if v)
     table = []
     for label, run in runs.items():
         row = {"label": label, "what": run["what"], "decode": {}, "ratio": {}, "effective_bits": {}}
@@ -86,8 +92,11 @@ def markdown(rep: dict) -> str:
     ds = rep["depths"]
     head = "| cache | " + " | ".join(f"decode @ {d // 1024}K: tok/s (÷ f16) | eff. bits" for d in ds) + \
            f" | prefill 2048 @ {PREFILL_DEPTH // 1024}K: tok/s (÷ f16) |"
-    lines = [f"# The peer fork beside ours, {rep['machine']}", "", rep["note"], "",
-             "Ratios are to the faster of the two builds' f16 at that depth (the anchor issue 14 asks for): "
+    builds = [BUILDS[b] for b in BUILDS if any(r["label"].startswith(b + "-") for r in rep["table"])]
+    title = "The peer fork beside ours" if builds == [BUILDS["ours"], BUILDS["peer"]] else \
+        "Builds side by side: " + ", ".join(builds)
+    lines = [f"# {title}, {rep['machine']}", "", rep["note"], "",
+             "Ratios are to the fastest f16 among the builds at that depth (the anchor issue 14 asks for): "
              + ", ".join(f"{d // 1024}K {v:.1f}" for d, v in rep["fastest_f16"].items())
              + f" tok/s; prefill {rep['fastest_f16_prefill']:.0f} tok/s. Effective bits per element at context "
              "depth + 64, the f16 tier included; the peer's types at its own rate (head size 128 is native to its "
@@ -99,7 +108,8 @@ def markdown(rep: dict) -> str:
             cells += [f"{v:.1f} ({q:.2f})" if v else "-", f"{r['effective_bits'][d]:.2f}"]
         pp = f"{r['prefill']:.0f} ({r['prefill_ratio']:.2f})" if r["prefill"] else "-"
         lines.append(f"| {r['what']} | " + " | ".join(cells) + f" | {pp} |")
-    lines += ["", f"Command: `{rep['command']}` over the results of `scripts/gpu_run.sh` stage `peer`.", ""]
+    stages = " and ".join(f"`{b}`" for b in BUILDS if any(r["label"].startswith(b + "-") for r in rep["table"]))
+    lines += ["", f"Command: `{rep['command']}` over the results of `scripts/gpu_run.sh` stages {stages}.", ""]
     return "\n".join(lines)
 
 
@@ -117,7 +127,7 @@ def plot(rep: dict, path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context depth (tokens)")
     ax.set_ylabel("decode tok/s ÷ faster f16")
-    ax.set_title(f"Llama-3.1-8B-shaped, batch 1: ours vs the peer fork ({rep['machine'].split(',')[0]})", fontsize=9)
+    ax.set_title(f"Llama-3.1-8B-shaped, batch 1 ({rep['machine'].split(',')[0]})", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
