@@ -174,7 +174,7 @@ stage_baseline() {  # the commit gpu_bundle.py --baseline packed, built beside o
     cmake -S $src/llama-cpp-python/vendor/llama.cpp -B $bb -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
         -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" -DGGML_CUDA_FA_QUANTS="$quants" \
         -DCMAKE_CUDA_ARCHITECTURES=${ARCHS:-90} -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DOSCAR_NATIVE_DIR=$src/native \
-        -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAVA_BUILD=OFF \
         > $res/baseline-build.log 2>&1 && cmake --build $bb --target llama-bench test-backend-ops >> $res/baseline-build.log 2>&1 \
         || { tail -30 $res/baseline-build.log; return 1; }
     log "baseline $(cat .carry/src/baseline/COMMIT) built"

@@ -285,6 +285,7 @@ static void compare_f32(const std::string & what, const float * gpu, const float
 }
 
 int main(int argc, char ** argv) {
+    setvbuf(stdout, nullptr, _IOLBF, 0);  // every line reaches the log, also when something aborts later
 #ifdef OSCAR_CHECK_ON_CPU
     ggml_backend_t be = ggml_backend_cpu_init();
 #else
@@ -407,15 +408,18 @@ int main(int argc, char ** argv) {
     {
         // linked in, so its symbols are global; else load the library named on the command line
         const char * lib = argc > 1 ? argv[1] : "libggml-cuda.so";
-        void * h = dlsym(RTLD_DEFAULT, "_Z21ggml_get_to_fp32_cuda9ggml_type") ? RTLD_DEFAULT : dlopen(lib, RTLD_NOW);
+        // (RTLD_DEFAULT is a null handle in glibc: test the lookup, not the handle)
+        const bool linked = dlsym(RTLD_DEFAULT, "_Z21ggml_get_to_fp32_cuda9ggml_type") != nullptr;
+        void * h = linked ? RTLD_DEFAULT : dlopen(lib, RTLD_NOW);
         typedef void * (*get_t)(ggml_type);
         typedef void (*cont_t)(const void *, void *, int64_t, cudaStream_t);
         typedef void (*nc_t)(const void *, void *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
         const char * cont_names[3] = { "_Z21ggml_get_to_fp32_cuda9ggml_type", "_Z21ggml_get_to_fp16_cuda9ggml_type", "_Z21ggml_get_to_bf16_cuda9ggml_type" };
         const char * nc_names[3]   = { "_Z24ggml_get_to_fp32_nc_cuda9ggml_type", "_Z24ggml_get_to_fp16_nc_cuda9ggml_type", "_Z24ggml_get_to_bf16_nc_cuda9ggml_type" };
         const char * kind[3]       = { "fp32", "fp16", "bf16" };
-        if (!h) {
-            report("converters: dlopen " + std::string(lib), 1, 1, dlerror());
+        if (!linked && !h) {
+            const char * why = dlerror();
+            report("converters: dlopen " + std::string(lib), 1, 1, why ? why : "unknown error");
         } else {
             // a source of rows of 3 blocks: the contiguous converters decode it all, the nc ones the first two blocks
             // of each row as a [128, R/4, 2, 2] view with strides of 3 blocks per row
