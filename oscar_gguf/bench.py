@@ -229,25 +229,30 @@ def markdown(report: dict) -> str:
     depths = report["depths"]
     res = report["results"]
     pre = report.get("prefill")
-    deepest = str(max(depths))
     lines = [f"Model `{report['model_file']}`, {report['machine']}, batch 1 decode, median of {report['repeats']} "
              f"runs of {report['n_decode']} tokens; KV cache of {report['ctx']} tokens"
              + (f", all layers on the GPU" if report.get("gpu_layers") else "") + ". Effective bits: the main "
-             f"cache plus the f16 tier's rows at depth {deepest} (DESIGN.md section 5).", "",
-             f"| KV type | bits/element | effective bits @ {deepest} | " + " | ".join(f"tok/s @ {d}" for d in depths)
+             "cache plus the f16 tier's rows at each depth (DESIGN.md section 5).", "",
+             "| KV type | bits/element | " + " | ".join(f"effective bits @ {d}" for d in depths) + " | "
+             + " | ".join(f"tok/s @ {d}" for d in depths)
              + (f" | prefill {pre['tokens']} @ {pre['depth']} tok/s" if pre else "")
              + " | K MiB (llama.cpp) | K MiB (bits × elements) | V MiB (llama.cpp) | V MiB (bits × elements) |"
              + " KV MiB @ 128K | f16 tier MiB |",
-             "|---|---|---|" + "---|" * len(depths) + ("---|" if pre else "") + "---|---|---|---|---|---|"]
+             "|---|---|" + "---|" * (2 * len(depths)) + ("---|" if pre else "") + "---|---|---|---|---|---|"]
     for t, r in res.items():
         speeds = " | ".join(f"{r['decode_tok_s'][str(d)]:.1f}" for d in depths)
         p = f" {r['prefill_tok_s']:.0f} |" if pre else ""
-        eff = r.get("effective_bits", {}).get(deepest)
-        if eff is None:  # reports older than the column: the label's type, K and V heads of one size
-            kv = t.split(" ")[0] if t.split(" ")[0] in KV_TYPES else "f16"
-            eff = effective_bits(kv, kv, 1, 1, int(deepest), r.get("tier_sinks", 0), r.get("tier_window", 0))
-        eff = f"{eff:.2f}"
-        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {eff} | {speeds} |{p} {r['k_mib_reported']:.2f} | "
+        effs = []
+        for d in depths:
+            eff = r.get("effective_bits", {}).get(str(d))
+            if d == 0:  # an empty cache: no bits per element to speak of
+                effs.append("-")
+                continue
+            if eff is None:  # reports older than the column: the label's type, K and V heads of one size
+                kv = t.split(" ")[0] if t.split(" ")[0] in KV_TYPES else "f16"
+                eff = effective_bits(kv, kv, 1, 1, d, r.get("tier_sinks", 0), r.get("tier_window", 0))
+            effs.append(f"{eff:.2f}")
+        lines.append(f"| {t} | {r['bits_per_element']:.2f} | {' | '.join(effs)} | {speeds} |{p} {r['k_mib_reported']:.2f} | "
                      f"{r['k_mib_expected']:.2f} | {r['v_mib_reported']:.2f} | {r['v_mib_expected']:.2f} | "
                      f"{r.get('kv_mib_at_128k', float('nan')):.0f} | {r.get('tier_mib', 0.0):.2f} |")
     no_tier = [t for t in res if t.endswith(" s0w0")]  # each OScaR type against itself without the f16 tier

@@ -81,7 +81,7 @@ def markdown(rep: dict) -> str:
         return (f"| {name} | {states} | {m.mean():.4f} ({m.max() - m.min():.4f}) | {10 * np.log10(m.mean() / BOUND):.2f} | "
                 f"{exs} | {b.mean():.4f} ({b.max() - b.min():.4f}) | {ratio:.3f} | {table} |")
 
-    lines.append(row("scalar Lloyd-Max (oscar2 today)", "-", lm["runs"], 8))
+    lines.append(row("scalar Lloyd-Max (oscar2 before the trellis)", "-", lm["runs"], 8))
     for L, runs in rep["trellis"].items():
         lines.append(row(f"bitshift trellis, L = {L}", 2 ** int(L), runs, 2 * 2 ** int(L)))
     lines += ["", f"Command: `{rep['command']}`"]
