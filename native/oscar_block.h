@@ -16,9 +16,9 @@
 #define OSCAR_HD static inline
 #endif
 
-// Lloyd-Max reconstruction levels for N(0,1); oscar_gguf/codebook.py recomputes them by Lloyd's iteration
-// and tests/test_codec.py checks the agreement. Lists, so host tables and CUDA __constant__ tables share them.
-#define OSCAR_LEVELS2 -1.510417608f, -0.452780035f, 0.452780035f, 1.510417608f
+// Lloyd-Max reconstruction levels for N(0,1) of oscar3 and oscar4 (oscar2 is the trellis code: oscar_tcq_block.h);
+// oscar_gguf/codebook.py recomputes them by Lloyd's iteration and tests/test_codec.py checks the agreement. Lists, so
+// host tables and CUDA __constant__ tables share them.
 #define OSCAR_LEVELS3 -2.151945705f, -1.343909279f, -0.756005281f, -0.245094179f, \
                        0.245094179f,  0.756005281f,  1.343909279f,  2.151945705f
 #define OSCAR_LEVELS4 -2.732589571f, -2.069017227f, -1.618046386f, -1.256231197f, \
@@ -68,13 +68,10 @@ OSCAR_HD uint16_t oscar_float_to_half_sat(float f) {
     return sign | (uint16_t) h;
 }
 
-// Code of element i of a block's code bytes (layout in oscar.h).
+// Code of element i of an oscar3 (bits 3) or oscar4 block's code bytes (layout in oscar.h).
 OSCAR_HD int oscar_code(int bits, const uint8_t * qs, int i) {
-    switch (bits) {
-        case 2:  return (qs[i % 16] >> (2 * (i / 16))) & 3;
-        case 3:  return ((qs[i % 16] >> (2 * (i / 16))) & 3) | (((qs[16 + i % 8] >> (i / 8)) & 1) << 2);
-        default: return (qs[i % 32] >> (4 * (i / 32))) & 15;
-    }
+    return bits == 3 ? ((qs[i % 16] >> (2 * (i / 16))) & 3) | (((qs[16 + i % 8] >> (i / 8)) & 1) << 2)
+                     : (qs[i % 32] >> (4 * (i / 32))) & 15;
 }
 
 OSCAR_HD uint16_t oscar_block_scale(const uint8_t * block) {
@@ -102,7 +99,7 @@ OSCAR_HD double oscar_block_sumsq(const float * x, int * nan) {
     return ss;
 }
 
-// Quantize 64 floats into one block (2 + 8*bits bytes) with the codebook `levels` (2^bits entries).
+// Quantize 64 floats into one oscar3 or oscar4 block (2 + 8*bits bytes) with the codebook `levels` (2^bits entries).
 // NaN anywhere -> NaN scale; +-Inf counts as +-FLT_MAX; all zeros -> zero scale; norm math in double.
 OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float * x, uint8_t * out) {
     const int nl = 1 << bits;
@@ -124,11 +121,11 @@ OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float *
             int c = 0;
             for (int k = 0; k < nl - 1; k++) c += u > thr[k];
             lv2 += (double) levels[c] * (double) levels[c];
-            switch (bits) {
-                case 2: qs[i % 16] |= (uint8_t)(c << (2 * (i / 16))); break;
-                case 3: qs[i % 16] |= (uint8_t)((c & 3) << (2 * (i / 16)));
-                        qs[16 + i % 8] |= (uint8_t)((c >> 2) << (i / 8)); break;
-                default: qs[i % 32] |= (uint8_t)(c << (4 * (i / 32))); break;
+            if (bits == 3) {
+                qs[i % 16] |= (uint8_t)((c & 3) << (2 * (i / 16)));
+                qs[16 + i % 8] |= (uint8_t)((c >> 2) << (i / 8));
+            } else {
+                qs[i % 32] |= (uint8_t)(c << (4 * (i / 32)));
             }
         }
         d = oscar_scale_bits(norm, lv2);

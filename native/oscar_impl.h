@@ -10,8 +10,7 @@
 
 #include "oscar_block.h"
 
-// Host codebooks, zero-padded to 16 so SIMD code can load two 8-lane halves.
-static const float oscar_levels2[16] = { OSCAR_LEVELS2 };
+// Host codebooks of oscar3 and oscar4, zero-padded to 16 so SIMD code can load two 8-lane halves.
 static const float oscar_levels3[16] = { OSCAR_LEVELS3 };
 static const float oscar_levels4[16] = { OSCAR_LEVELS4 };
 
@@ -24,7 +23,7 @@ static inline float oscar_half_to_float(uint16_t h) {
 }
 
 static inline const float * oscar_levels_of(int bits) {
-    return bits == 2 ? oscar_levels2 : bits == 3 ? oscar_levels3 : oscar_levels4;
+    return bits == 3 ? oscar_levels3 : oscar_levels4;
 }
 
 
