@@ -12,6 +12,7 @@ registry model's calibrated copy, read by both builds (the peer ignores the osca
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -59,7 +60,10 @@ def run(bin_dir: Path, model: Path, text: Path, ctx: int, chunks: int, threads: 
     cmd = [str(bin_dir / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", str(ctx), "--chunks", str(chunks),
            "-t", str(threads), "-fa", "on", "--kl-divergence-base", str(base)]
     cmd += [] if make_base else ["--kl-divergence", *args.split()]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    # the folder's own libraries first: a copied build's tools keep their build tree's absolute RUNPATH
+    env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(p for p in (str(bin_dir), os.environ.get("LD_LIBRARY_PATH"))
+                                                           if p))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (rc {r.returncode}):\n{r.stderr[-2000:]}")
     return r.stdout + r.stderr
