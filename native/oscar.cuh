@@ -154,12 +154,9 @@ static __device__ __forceinline__ uint32_t oscar_tcq_bits16(const uint8_t * qs, 
 //    in double, so a contracted DFMA, or adding a square computed apart, sums the same bits. One float detail: with
 //    -ftz a float -> double conversion flushes a subnormal float to 0, so the conversions of x go through
 //    oscar_f2d, which keeps it (the CPU's (double) x);
-//  - the Viterbi costs are the same integers: v = oscar_tcq_scaled(u) (a double multiply by 2^9, rounded to float
-//    once) and oscar_tcq_branch(v, c) = (int32) truncated (v - c)^2 in float, one subtract and one multiply (nvcc
-//    folds c = oscar_tcq_scaled(codebook) into v - codebook x 512 as one FFMA: that product is exact, so the
-//    result is the same rounded difference). Flush-to-zero cannot change a cost: |c| >= 2^9 min|codebook| > 7, so
-//    v - c is 0 or at least 2^-21 in size, never subnormal, and a v flushed from a subnormal to 0 rounds v - c
-//    to the same float (|v| is far below half an ulp of c);
+//  - the Viterbi costs are the same integers: vi = oscar_tcq_scaled(u) (rint of a double, the same bits), ci the
+//    codebook scaled the same way, and oscar_tcq_branch's exact (vi - ci)^2 fused into the add of the old cost
+//    (one IMAD: no float-to-int conversion, whose quarter-rate unit bound each Viterbi step);
 //  - a state's new cost and back-pointer are oscar_tcq_pick, the CPU's comparison order (lowest c on ties), and the
 //    first pass ends at the lowest k of least cost (oscar_tcq_last), the second at the overlap, as oscar_tcq_encode.
 // Lane l keeps best[2l] and best[2l + 1]; their predecessors best[8l .. 8l + 7] (mod 64) are the survivors of lanes
@@ -171,7 +168,7 @@ static __device__ __forceinline__ uint32_t oscar_tcq_bits16(const uint8_t * qs, 
 struct oscar_tcq_scratch {
     double   u[OSCAR_QK];            // u = x 8 / ||x|| (oscar_tcq_prepare); then the chosen values' squares
     float    x[OSCAR_QK];            // the block's floats
-    float    v[OSCAR_QK];            // oscar_tcq_scaled(u)
+    int32_t  v[OSCAR_QK];            // oscar_tcq_scaled(u)
     uint32_t back[OSCAR_QK / 8][WARP_SIZE];
     uint8_t  entry[OSCAR_QK / 8][OSCAR_TCQ_LINKS];  // see oscar_tcq_entries
     uint8_t  w[OSCAR_QK];            // the windows of the second pass
@@ -226,7 +223,7 @@ static __device__ __forceinline__ int32_t oscar_tcq_pick(const int32_t a0, const
 
 // One Viterbi pass over v[(j + rot) % 64] (oscar_tcq_viterbi; overlap < 0: free, else constrained). Returns the
 // pass's last k (the high L - 2 bits of its last state), uniform across the warp; back-pointers in sm.back.
-static __device__ __forceinline__ int oscar_tcq_warp_pass(oscar_tcq_scratch & sm, const float (&cs)[8], const int rot, const int overlap) {
+static __device__ __forceinline__ int oscar_tcq_warp_pass(oscar_tcq_scratch & sm, const int32_t (&cs)[8], const int rot, const int overlap) {
     static_assert(OSCAR_TCQ_L == 8 && OSCAR_TCQ_LINKS == 2 * WARP_SIZE, "warp Viterbi: 64 survivors, two per lane");
     const int l = threadIdx.x % WARP_SIZE;
     int32_t b0 = overlap < 0 || 2 * l     == overlap ? 0 : OSCAR_TCQ_FAR;
@@ -236,7 +233,7 @@ static __device__ __forceinline__ int oscar_tcq_warp_pass(oscar_tcq_scratch & sm
         uint32_t nib = 0;
 #pragma unroll
         for (int s = 0; s < 8; s++) {
-            const float v = sm.v[(8 * wd + s + rot) & (OSCAR_QK - 1)];
+            const int32_t v = sm.v[(8 * wd + s + rot) & (OSCAR_QK - 1)];
             int32_t p[8];  // p[t] = old best[(8l + t) % 64]
 #pragma unroll
             for (int t = 0; t < 4; t++) {
@@ -296,7 +293,7 @@ static __device__ void oscar_tcq_quantize_warp(const float * __restrict__ x, uin
         __syncwarp();
         sm.v[l]      = oscar_tcq_scaled(sm.u[l]);
         sm.v[l + 32] = oscar_tcq_scaled(sm.u[l + 32]);
-        float cs[8];  // the codebook entries of this lane's branches, scaled as oscar_tcq_scaled_codebook
+        int32_t cs[8];  // the codebook entries of this lane's branches, scaled as oscar_tcq_scaled_codebook
 #pragma unroll
         for (int t = 0; t < 8; t++) cs[t] = oscar_tcq_scaled(oscar_tcq_cb_dev[8 * l + t]);
         __syncwarp();
@@ -358,8 +355,8 @@ static __global__ void k_cpy_f32_oscar_warp(const char * cx, char * cdst, const 
         const int64_t nb03, const int64_t ne10, const int64_t ne11, const int64_t ne12, const int64_t nb10, const int64_t nb11,
         const int64_t nb12, const int64_t nb13) {
     static_assert(B == 2, "the warp encoder is oscar2's");
-    __shared__ oscar_tcq_scratch sm[4];
-    const int64_t i = ((int64_t) blockDim.x * blockIdx.x + threadIdx.x) / WARP_SIZE * QK_OSCAR;
+    __shared__ oscar_tcq_scratch sm;  // blocks of one warp (cpy_f32_oscar_warp_cuda)
+    const int64_t i = (int64_t) blockIdx.x * QK_OSCAR;
     if (i >= ne) {
         return;  // the whole warp
     }
@@ -375,7 +372,7 @@ static __global__ void k_cpy_f32_oscar_warp(const char * cx, char * cdst, const 
     const int64_t i10 = i - i13*ne10*ne11*ne12 - i12*ne10*ne11 - i11*ne10;
     const int64_t dst_offset = (i10/QK_OSCAR)*nb10 + i11*nb11 + i12*nb12 + i13*nb13;
 
-    oscar_tcq_quantize_warp((const float *) (cx + x_offset), (uint8_t *) (cdst + dst_offset), sm[threadIdx.x / WARP_SIZE]);
+    oscar_tcq_quantize_warp((const float *) (cx + x_offset), (uint8_t *) (cdst + dst_offset), sm);
 }
 
 template <int B>
@@ -384,9 +381,8 @@ static void cpy_f32_oscar_warp_cuda(const char * cx, char * cdst, const int64_t 
         const int64_t nb03, const int64_t ne10, const int64_t ne11, const int64_t ne12, const int64_t nb10, const int64_t nb11,
         const int64_t nb12, const int64_t nb13, cudaStream_t stream) {
     GGML_ASSERT(ne % QK_OSCAR == 0 && nb00 == sizeof(float));
-    constexpr int threads = 4 * WARP_SIZE;
-    const int64_t grid = (ne / QK_OSCAR * WARP_SIZE + threads - 1) / threads;
-    k_cpy_f32_oscar_warp<B><<<grid, threads, 0, stream>>>(cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12,
+    // one warp a CUDA block: the Viterbi's shuffles are an SM-wide unit, so its warps are spread over the SMs
+    k_cpy_f32_oscar_warp<B><<<ne / QK_OSCAR, WARP_SIZE, 0, stream>>>(cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12,
                                                        nb10, nb11, nb12, nb13);
 }
 
@@ -407,8 +403,8 @@ static __global__ void k_set_rows_oscar(const float * __restrict__ src0, const i
     const float * x   = src0 + i01 * s01 + i02 * s02 + i03 * s03 + i00 * QK_OSCAR;
     uint8_t     * out = (uint8_t *) dst + row * nb1 + i02 * nb2 + i03 * nb3 + i00 * sizeof(block_oscar<B>);
     if constexpr (B == 2) {
-        __shared__ oscar_tcq_scratch sm[4];  // blocks of 128 threads
-        oscar_tcq_quantize_warp(x, out, sm[threadIdx.x / WARP_SIZE]);
+        __shared__ oscar_tcq_scratch sm;  // blocks of one warp (set_rows_cuda_oscar)
+        oscar_tcq_quantize_warp(x, out, sm);
     } else {
         quantize_f32_oscar_block_warp<B>(x, out);
     }
@@ -421,7 +417,9 @@ static void set_rows_cuda_oscar(const ggml_tensor * src0, const ggml_tensor * sr
     if (nblocks == 0) {
         return;
     }
-    constexpr int threads = 128;
+    // oscar2: one warp a CUDA block (the warp Viterbi's shuffles are an SM-wide unit: a decode step's few blocks go
+    // to as many SMs); oscar3/4: four
+    const int     threads = dst->type == GGML_TYPE_OSCAR2 ? WARP_SIZE : 4 * WARP_SIZE;
     const int64_t grid = (nblocks * WARP_SIZE + threads - 1) / threads;
     const int64_t e0 = sizeof(float), e1 = sizeof(idx_t);
 #define OSCAR_SET_ROWS(B) k_set_rows_oscar<idx_t, B><<<grid, threads, 0, stream>>>( \

@@ -12,6 +12,15 @@ static const float oscar_tcq_cb[OSCAR_TCQ_STATES] = { OSCAR_TCQ_CODEBOOK };
 
 const float * oscar_tcq_codebook(void) { return oscar_tcq_cb; }
 
+// The scaled codebook the Viterbi passes read (oscar_tcq_scaled_codebook), and for AVX2 the same values in the low
+// 16 bits of each lane (tcq_viterbi_avx2): filled once when the library loads.
+static int32_t tcq_cbs[OSCAR_TCQ_STATES], tcq_cb16[OSCAR_TCQ_STATES];
+
+__attribute__((constructor)) static void tcq_cbs_init(void) {
+    oscar_tcq_scaled_codebook(oscar_tcq_cb, tcq_cbs);
+    for (int s = 0; s < OSCAR_TCQ_STATES; s++) tcq_cb16[s] = tcq_cbs[s] & 0xffff;
+}
+
 #ifdef OSCAR_X86
 // G[c][h] = best[4m + c] for m = 8h .. 8h + 7, from B[i] = best[8i .. 8i + 7]: the old costs each group of 8
 // outputs k reads (k % 16 = m). Pairs (best[8i + c], best[8i + 4 + c]) as 64-bit lanes, then a 4 x 4 transpose.
@@ -30,8 +39,10 @@ OSCAR_AVX2 static inline void tcq_preds_avx2(const __m256i * B, __m256i G[4][2])
     }
 }
 
-// oscar_tcq_viterbi, 8 k to a vector; back[j]'s winners as two bit masks (low bit, high bit of c; bit k).
-OSCAR_AVX2 static void tcq_viterbi_avx2(const float * cbs, const double * u, int rot, int overlap, uint8_t * path) {
+// oscar_tcq_viterbi, 8 k to a vector; back[j]'s winners as two bit masks (low bit, high bit of c; bit k). cb16 is
+// cbs with each value in the low 16 bits of its lane and 0 above: |vi|, |ci|, |vi - ci| fit in 16 bits, so a 16-bit
+// subtract and madd (d x d + 0 x 0) give the exact (vi - ci)^2 of oscar_tcq_branch.
+OSCAR_AVX2 static void tcq_viterbi_avx2(const int32_t * cb16, const double * u, int rot, int overlap, uint8_t * path) {
     enum { V = OSCAR_TCQ_LINKS / 8 };
     int32_t  best[OSCAR_TCQ_LINKS];
     uint8_t  lo[OSCAR_QK][V], hi[OSCAR_QK][V];
@@ -39,15 +50,15 @@ OSCAR_AVX2 static void tcq_viterbi_avx2(const float * cbs, const double * u, int
     for (int k = 0; k < OSCAR_TCQ_LINKS; k++) best[k] = overlap < 0 || k == overlap ? 0 : OSCAR_TCQ_FAR;
     for (int i = 0; i < V; i++) B[i] = _mm256_loadu_si256((const __m256i *) (best + 8 * i));
     for (int j = 0; j < OSCAR_QK; j++) {
-        const __m256 v = _mm256_set1_ps(oscar_tcq_scaled(u[(j + rot) & (OSCAR_QK - 1)]));
+        const __m256i v = _mm256_set1_epi32(oscar_tcq_scaled(u[(j + rot) & (OSCAR_QK - 1)]) & 0xffff);
         tcq_preds_avx2(B, G);
 #pragma GCC unroll 8
         for (int i = 0; i < V; i++) {
             __m256i a[4];
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
-                const __m256 d = _mm256_sub_ps(v, _mm256_loadu_ps(cbs + c * OSCAR_TCQ_LINKS + 8 * i));
-                a[c] = _mm256_add_epi32(G[c][i & 1], _mm256_cvttps_epi32(_mm256_mul_ps(d, d)));
+                const __m256i d = _mm256_sub_epi16(v, _mm256_loadu_si256((const __m256i *) (cb16 + c * OSCAR_TCQ_LINKS + 8 * i)));
+                a[c] = _mm256_add_epi32(G[c][i & 1], _mm256_madd_epi16(d, d));
             }
             const __m256i c1  = _mm256_cmpgt_epi32(a[0], a[1]), c3 = _mm256_cmpgt_epi32(a[2], a[3]);
             const __m256i m01 = _mm256_min_epi32(a[0], a[1]), m23 = _mm256_min_epi32(a[2], a[3]);
@@ -66,31 +77,29 @@ OSCAR_AVX2 static void tcq_viterbi_avx2(const float * cbs, const double * u, int
     }
 }
 
-OSCAR_AVX2 static void tcq_quantize_row_avx2(const float * cbs, const float * x, uint8_t * out, int64_t nb) {
+OSCAR_AVX2 static void tcq_quantize_row_avx2(const float * x, uint8_t * out, int64_t nb) {
     for (int64_t ib = 0; ib < nb; ib++) {
         double  u[OSCAR_QK], norm = 0.0;
         uint8_t turned[OSCAR_QK], w[OSCAR_QK];
         uint8_t * b = out + ib * OSCAR2_BLOCK_BYTES;
         if (!oscar_tcq_prepare(x + ib * OSCAR_QK, u, &norm, b)) continue;
-        tcq_viterbi_avx2(cbs, u, OSCAR_QK / 2, -1, turned);  // the two passes of oscar_tcq_encode
-        tcq_viterbi_avx2(cbs, u, 0, turned[OSCAR_QK / 2] & (OSCAR_TCQ_LINKS - 1), w);
+        tcq_viterbi_avx2(tcq_cb16, u, OSCAR_QK / 2, -1, turned);  // the two passes of oscar_tcq_encode
+        tcq_viterbi_avx2(tcq_cb16, u, 0, turned[OSCAR_QK / 2] & (OSCAR_TCQ_LINKS - 1), w);
         oscar_tcq_pack(oscar_tcq_cb, norm, w, b);
     }
 }
 #endif
 
 void oscar2_quantize_row(const float * x, void * y, int64_t n) {
-    float     cbs[OSCAR_TCQ_STATES];
     uint8_t * out = (uint8_t *) y;
-    oscar_tcq_scaled_codebook(oscar_tcq_cb, cbs);
 #ifdef OSCAR_X86
     if (__builtin_cpu_supports("avx2")) {
-        tcq_quantize_row_avx2(cbs, x, out, n / OSCAR_QK);
+        tcq_quantize_row_avx2(x, out, n / OSCAR_QK);
         return;
     }
 #endif
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        oscar_tcq_quantize_block(oscar_tcq_cb, cbs, x + ib * OSCAR_QK, out + ib * OSCAR2_BLOCK_BYTES);
+        oscar_tcq_quantize_block(oscar_tcq_cb, tcq_cbs, x + ib * OSCAR_QK, out + ib * OSCAR2_BLOCK_BYTES);
     }
 }
 

@@ -51,24 +51,22 @@ OSCAR_HD float oscar_tcq_value(const float * cb, float scale, const uint8_t * qs
     return scale * cb[oscar_tcq_window(qs, j)];
 }
 
-// Costs are integers in units of 2^-OSCAR_TCQ_UNIT_BITS: the branch cost of coding v with codebook value c is
-// (int32) truncated d^2, d = v 2^9 - c 2^9 rounded once in float (no add follows a multiply: no contraction).
-// Bounds, with |u| <= 8 and |codebook| < 4 (tests/test_tcq_c.py checks the table): a branch costs below
-// (8 + 4)^2 = 144 (2^25.2 units); a survivor below 2464 (2^29.3 units), the cost of a path that takes 3 free steps
-// to a self-loop state (window 0x00, 0x55, 0xaa or 0xff), stays there and takes 3 free steps to its end (at most
-// sum (|u_j| + 4)^2 <= 64 (1 + 4)^2 plus 6 x 144); a path from a forbidden start costs at least OSCAR_TCQ_FAR = 2^30
-// units and is kept only for the 3 steps it takes to reach every state (below 2^30 + 3 x 2^25.2 < 2^31). So nothing
-// overflows and a forbidden start never wins.
+// Costs are exact integers in units of 2^-OSCAR_TCQ_UNIT_BITS: v and the codebook values are rounded to multiples of
+// 2^-9 (oscar_tcq_scaled: integers vi, ci) and coding v with c costs (vi - ci)^2, an integer multiply (a GPU's
+// IMAD, AVX2's madd of 16-bit halves: no float-to-int conversion on the Viterbi's critical path). Rounding moves a
+// value by at most 2^-10, far below the code's error (tests/test_tcq_c.py: the same streams as the float64 model
+// but for a few ties). Bounds, with |u| <= 8 and |codebook| < 4 (tests/test_tcq_c.py checks the table):
+// |vi - ci| <= 6144, a branch costs at most 6144^2 (2^25.2 units); a survivor below 2464 (2^29.3 units), the cost of a path that takes 3 free steps to a self-loop state (window 0x00, 0x55, 0xaa or
+// 0xff), stays there and takes 3 free steps to its end (at most sum (|u_j| + 4)^2 <= 64 (1 + 4)^2 plus 6 x 144); a
+// path from a forbidden start costs at least OSCAR_TCQ_FAR = 2^30 units and is kept only for the 3 steps it takes
+// to reach every state (below 2^30 + 3 x 2^25.2 < 2^31). So nothing overflows and a forbidden start never wins.
 #define OSCAR_TCQ_UNIT_BITS 18
 #define OSCAR_TCQ_FAR (1 << 30)
 
-// v or a codebook value in the units whose square is a cost unit.
-OSCAR_HD float oscar_tcq_scaled(double v) { return (float) (v * (double) (1 << (OSCAR_TCQ_UNIT_BITS / 2))); }
+// v or a codebook value as an integer in the units whose square is a cost unit (round to nearest, ties to even).
+OSCAR_HD int32_t oscar_tcq_scaled(double v) { return (int32_t) rint(v * (double) (1 << (OSCAR_TCQ_UNIT_BITS / 2))); }
 
-OSCAR_HD int32_t oscar_tcq_branch(float v, float c) {
-    const float d = v - c;
-    return (int32_t) (d * d);
-}
+OSCAR_HD int32_t oscar_tcq_branch(int32_t v, int32_t c) { return (v - c) * (v - c); }
 
 // The high L - 2 bits of a pass's last state: overlap when constrained, else the lowest k of least best[k].
 OSCAR_HD int oscar_tcq_last(const int32_t * best, int overlap) {
@@ -85,19 +83,19 @@ OSCAR_HD int oscar_tcq_last(const int32_t * best, int overlap) {
 // L - 2 bits are k (0 before the first), so step j takes best[k] = min over c of old best[(4k + c) % LINKS] +
 // branch(v_j, codebook[4k + c]) and back[j][k] the winning c, the lowest on ties; at the end the lowest k of least
 // cost wins (the lowest end state). Scratch (4.5 KB at L = 8) is on the stack.
-OSCAR_HD void oscar_tcq_viterbi(const float * cbs, const double * u, int rot, int overlap, uint8_t * path) {
+OSCAR_HD void oscar_tcq_viterbi(const int32_t * cbs, const double * u, int rot, int overlap, uint8_t * path) {
     enum { Q = OSCAR_TCQ_LINKS / 4 };
     int32_t best[OSCAR_TCQ_LINKS], g[4][Q];
     uint8_t back[OSCAR_QK][OSCAR_TCQ_LINKS];
     for (int k = 0; k < OSCAR_TCQ_LINKS; k++) best[k] = overlap < 0 || k == overlap ? 0 : OSCAR_TCQ_FAR;
     for (int j = 0; j < OSCAR_QK; j++) {
-        const float v = oscar_tcq_scaled(u[(j + rot) & (OSCAR_QK - 1)]);
+        const int32_t v = oscar_tcq_scaled(u[(j + rot) & (OSCAR_QK - 1)]);
         for (int c = 0; c < 4; c++) {
             for (int m = 0; m < Q; m++) g[c][m] = best[4 * m + c];  // old best[(4k + c) % LINKS] = g[c][k % Q]
         }
         for (int h = 0; h < OSCAR_TCQ_LINKS; h += Q) {
             for (int m = 0; m < Q; m++) {
-                const float * cs = cbs + h + m;
+                const int32_t * cs = cbs + h + m;
                 const int32_t a0 = g[0][m] + oscar_tcq_branch(v, cs[0]);
                 const int32_t a1 = g[1][m] + oscar_tcq_branch(v, cs[OSCAR_TCQ_LINKS]);
                 const int32_t a2 = g[2][m] + oscar_tcq_branch(v, cs[2 * OSCAR_TCQ_LINKS]);
@@ -117,13 +115,13 @@ OSCAR_HD void oscar_tcq_viterbi(const float * cbs, const double * u, int rot, in
 }
 
 // The scaled codebook in predecessor order, as oscar_tcq_viterbi takes it.
-OSCAR_HD void oscar_tcq_scaled_codebook(const float * cb, float * cbs) {
+OSCAR_HD void oscar_tcq_scaled_codebook(const float * cb, int32_t * cbs) {
     for (int s = 0; s < OSCAR_TCQ_STATES; s++) cbs[(s & 3) * OSCAR_TCQ_LINKS + (s >> 2)] = oscar_tcq_scaled(cb[s]);
 }
 
 // The windows w[64] of the circular stream for u (two passes, as tcq_ref.encode with exact=False); cbs as
 // oscar_tcq_viterbi takes it.
-OSCAR_HD void oscar_tcq_encode(const float * cbs, const double * u, uint8_t * w) {
+OSCAR_HD void oscar_tcq_encode(const int32_t * cbs, const double * u, uint8_t * w) {
     uint8_t turned[OSCAR_QK];
     oscar_tcq_viterbi(cbs, u, OSCAR_QK / 2, -1, turned);
     oscar_tcq_viterbi(cbs, u, 0, turned[OSCAR_QK / 2] & (OSCAR_TCQ_LINKS - 1), w);
@@ -161,7 +159,7 @@ OSCAR_HD void oscar_tcq_pack(const float * cb, double norm, const uint8_t * w, u
 }
 
 // Quantize 64 floats into one block (format and conventions above); cbs: oscar_tcq_scaled_codebook(cb).
-OSCAR_HD void oscar_tcq_quantize_block(const float * cb, const float * cbs, const float * x, uint8_t * out) {
+OSCAR_HD void oscar_tcq_quantize_block(const float * cb, const int32_t * cbs, const float * x, uint8_t * out) {
     double  u[OSCAR_QK], norm = 0.0;
     uint8_t w[OSCAR_QK];
     if (!oscar_tcq_prepare(x, u, &norm, out)) return;

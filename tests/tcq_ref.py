@@ -20,6 +20,7 @@ import numpy as np
 
 BLOCK = 64
 BITS = 2  # per element: 2 new bits per trellis step
+GRID = 2.0 ** -9  # the C encoder's: it rounds values and codebook to multiples of this (oscar_tcq_scaled)
 
 
 def successors(L: int) -> np.ndarray:
@@ -67,12 +68,15 @@ def _closes(L: int, overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (s & ((1 << (L - BITS)) - 1)) == o, (s >> BITS) == o
 
 
-def encode(x: np.ndarray, cb: np.ndarray, exact: bool = False) -> np.ndarray:
+def encode(x: np.ndarray, cb: np.ndarray, exact: bool = False, grid: float | None = None) -> np.ndarray:
     """Windows [B, n] of the circular streams that code the rows of x [B, n] (n even) with codebook cb.
     exact: try every overlap value (2^(L-2) Viterbi runs, the true optimum of the circle); otherwise two runs:
     one on the rows turned by half a block, whose best path says which overlap the circle wants at the seam, and
-    one constrained to that overlap."""
+    one constrained to that overlap. grid: round x and cb to multiples of it first, as the C encoder does with
+    GRID (its costs are then exact in float64)."""
     x = np.asarray(x, dtype=np.float64)
+    if grid is not None:
+        x, cb = np.rint(x / grid) * grid, np.rint(np.asarray(cb, dtype=np.float64) / grid) * grid
     B, n = x.shape
     L = int(np.log2(len(cb)))
     if exact:

@@ -95,25 +95,22 @@ def test_every_element_decodes_alone(native):
 
 
 def test_encoder_matches_the_two_pass_model(native):
-    """The C encoder on seeded Gaussian rows against tcq_ref.encode (two passes, float64) on the same unit rows.
-    The C path costs are integers in units of 2^-18 (truncated squares), so paths closer than about 64 x 2^-18 may
-    swap. With the committed table 1 row of seeds 0-29 (1000 rows each) differed, by 0.13 in squared error (of
-    about 5.2 per row): a near-tie in the first pass chose another overlap at the seam (27 against 15), and the
-    second pass then solved another constrained problem. With a codebook trained on 1000 blocks for 8 steps 2 rows
-    of seeds 0-9 did: one by 0.12 the same way, one by 1.6e-6 (a near-tie in the second pass). The bounds below
-    allow a few such rows."""
+    """The C encoder on seeded Gaussian rows against tcq_ref.encode (two passes, float64) on the same unit rows:
+    the same streams as the model on the C's grid (values and codebook rounded to multiples of 2^-9, where the C
+    path costs are exact integers); against the model without rounding, 15-24 rows of 1000 pick other streams
+    (near-ties, seeds 0-29) and the total squared error moves by -2.0e-4 .. +1.1e-4 of itself: noise."""
     cb = codebook(native)
     x = np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32)
     q = quantize(native, x)
     w = windows(q)
     np.testing.assert_array_equal(tcq_ref.stream(w, L), stream_bits(q))  # a closed path, packed as documented
     u = unit_rows(x)
+    np.testing.assert_array_equal(w, tcq_ref.encode(u, cb.astype(np.float64), grid=tcq_ref.GRID))
     ref = tcq_ref.encode(u, cb.astype(np.float64))
     err_c = ((u - cb[w]) ** 2).sum(1)
     err_r = ((u - cb[ref]) ** 2).sum(1)
-    assert (w != ref).any(axis=1).sum() <= 3
-    assert (np.abs(err_c - err_r) > 1e-4).sum() <= 1
-    assert abs(err_c.sum() - err_r.sum()) < 1e-4 * err_r.sum()
+    assert (w != ref).any(axis=1).sum() <= 40
+    assert abs(err_c.sum() - err_r.sum()) < 5e-4 * err_r.sum()
     # the scale keeps the norm, as oscar2's: fp16(norm / ||codebook[w]||), the squares summed in order
     lv2 = np.cumsum(cb[w].astype(np.float64) ** 2, axis=1)[:, -1]
     norm = np.sqrt(np.cumsum(x.astype(np.float64) ** 2, axis=1)[:, -1])
