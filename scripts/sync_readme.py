@@ -5,7 +5,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ["docs/eval-texts.md", "docs/bench-tcq-cuda-llama8b-h100.md", "docs/bench-cpu-amd-smollm2.md",
           "docs/bench-cpu-amd-scalar-smollm2.md", "docs/tcq-mse.md", "docs/tcq-mse-3bit.md",
-          "docs/tcq-kld-smollm2-handbook-ctx2048.md", "docs/pareto-cpu-smollm2-handbook-ctx2048.md",
+          "docs/tcq-kld-smollm2-handbook-ctx2048.md", "docs/pareto-cpu-gemma3-handbook-ctx2048.md",
+          "docs/pareto-cpu-smollm2-handbook-ctx2048.md",
           "docs/bench-peer-cuda-llama8b-h200.md", "docs/eval-calib-smollm2-ctx2048.md", "docs/eval-calib-gemma3-ctx2048.md",
           "docs/bench-calib-cuda-llama8b-h100.md", "docs/eval-smollm2-ctx2048.md", "docs/eval-tier-smollm2-ctx2048.md",
           "docs/eval-tier-gemma3-ctx2048.md", "docs/bench-tier-cuda-llama8b-h100.md", "docs/bench-tier-cpu16-smollm2.md", "docs/bench-cpu-attn-smollm2.md",
