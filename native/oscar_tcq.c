@@ -93,7 +93,7 @@ OSCAR_AVX2 static void tcq_quantize_row_avx2(const float * x, uint8_t * out, int
 void oscar2_quantize_row(const float * x, void * y, int64_t n) {
     uint8_t * out = (uint8_t *) y;
 #ifdef OSCAR_X86
-    if (__builtin_cpu_supports("avx2")) {
+    if (oscar_have_avx2()) {  // OSCAR_AVX2 code: avx2 and fma
         tcq_quantize_row_avx2(x, out, n / OSCAR_QK);
         return;
     }
