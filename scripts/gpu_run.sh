@@ -18,7 +18,8 @@
 # the calibration's speed cost (issue 5); "probe": the
 # GPU eval KLD probe, scripts/gpu_kld_probe.py; "upstream": upstream's test-backend-ops cases of the ops we patch); "build profile" (carry .carry/src only, no feed)
 # runs Nsight Compute on the decode kernel instead; "build ours peer" (no feed) measures the peer fork beside ours
-# (issue 14); "build ours baseline" (bundle made with --baseline COMMIT) measures COMMIT's build beside ours.
+# (issue 14); "build ours baseline" (bundle made with --baseline COMMIT) measures COMMIT's build beside ours, and
+# "setrows" after it profiles both builds' oscar2 cache write.
 set -uo pipefail
 W=/root/oscar-gpu
 export OSCAR_GGUF_CACHE=$W/cache PYTHONUNBUFFERED=1
@@ -209,6 +210,25 @@ stage_peer() {  # issue 14 item 4: the peer fork built beside ours and llama-ben
         done
         log "ncu done"
     fi
+}
+
+stage_setrows() {  # the oscar2 cache write of decode steps under Nsight Compute, ours and (after "baseline") the
+    # baseline build: duration per launch, then ours' issue statistics (docs/gpu-tcq-setrows-h100.txt)
+    local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
+    models8b || return 1
+    local bench="-m $W/llama8b.gguf -ngl 99 -fa 1 -r 1 --no-warmup -d 0 -p 0 -n 1 -ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0"
+    for who in ours:$bin base:$W/baseline-build/bin; do
+        [ -x ${who#*:}/llama-bench ] || continue
+        echo "=== ${who%%:*}"
+        ncu --kernel-name regex:set_rows -c 6 --section SpeedOfLight --section LaunchStats ${who#*:}/llama-bench $bench 2>&1 \
+            | grep -E "k_set_rows|Duration|Grid Size|Block Size|Registers" | sed 's/(const float \*.*) (/(/'
+    done > $res/gpu-tcq-setrows.txt
+    { echo; echo "# ours, one launch: WarpStateStats, SchedulerStats, ComputeWorkloadAnalysis, InstructionStats"
+      ncu --kernel-name regex:set_rows -c 1 --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+          --section InstructionStats $bin/llama-bench $bench 2>&1 \
+          | grep -E "Ipc|Issue Slots|Eligible|Active Warps|Warp Cycles|Executed Instructions|Issued Instructions|Avg. Active"
+    } >> $res/gpu-tcq-setrows.txt
+    log "setrows profile done"
 }
 
 stage_upstream() {  # upstream's own cases for the ops our patches touch, upstream types: nothing of theirs may regress
