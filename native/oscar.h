@@ -1,11 +1,9 @@
 // OScaR KV-cache block formats: the one C API shared by ggml (through patches/) and Python (through cffi).
 // A block holds 64 consecutive elements of a (Hadamard-rotated) K or V row, an fp16 scale and codes:
-//   oscar2: the bitshift-trellis code (oscar_tcq_block.h): one circular 128-bit stream, element j =
-//           scale * codebook[8-bit window of the stream at bit 2j], 256 entries (oscar_tcq_codebook)
-//   oscar3, oscar4: b-bit indices into the Lloyd-Max codebook of N(0,1), applied to x * 8 / ||x||, strided so that
-//           SIMD code unpacks contiguous runs; code of element i:
-//     oscar3: low two bits (qs[i % 16] >> 2*(i / 16)) & 3, high bit (qs[16 + i % 8] >> (i / 8)) & 1
-//     oscar4: (qs[i % 32] >> 4*(i / 32)) & 15
+//   oscar2, oscar3: the bitshift-trellis codes (oscar_tcq_block.h): one circular stream of 64b bits (b = 2, 3),
+//           element j = scale * codebook_b[8-bit window of the stream at bit bj], 256 entries (oscar_tcq_codebook)
+//   oscar4: 4-bit indices into the Lloyd-Max codebook of N(0,1), applied to x * 8 / ||x||; code of element i:
+//           (qs[i % 32] >> 4*(i / 32)) & 15
 // Every scale is norm-preserving: ||x|| / ||decoded codes||, so a decoded block keeps the input's norm.
 // Special values: a block with a NaN decodes to NaN; +-Inf count as +-FLT_MAX; an all-zero block decodes
 // to zeros; the scale saturates at the largest finite fp16 (65504) and underflows to subnormals or zero.
@@ -26,7 +24,7 @@ extern "C" {
 #define OSCAR4_BLOCK_BYTES 34
 
 // Generic entry points; bits is 2, 3 or 4 and n a multiple of OSCAR_QK (callers check both). oscar_levels: the
-// Lloyd-Max codebook of oscar3/oscar4 (NULL for oscar2, whose codebook is oscar_tcq_codebook).
+// Lloyd-Max codebook of oscar4 (NULL for oscar2 and oscar3, whose codebooks are oscar_tcq_codebook's).
 size_t        oscar_block_bytes(int bits);
 const float * oscar_levels(int bits);
 void          oscar_quantize_row(int bits, const float * x, void * y, int64_t n);
@@ -218,7 +216,7 @@ int oscar_calib_keep_mean(int is_k, int attn_sinks, int soft_cap);
 // What a saved cache state was made with (the first bytes of each cache's state). oscar_state_check: 0 when a
 // state saved with `saved` can be read into a cache made with `cur`, else -1 with err naming every difference.
 #define OSCAR_STATE_MAGIC 0x4b43534f  // "OSCK"
-#define OSCAR_STATE_VERSION 2  // 2: oscar2 is the trellis code
+#define OSCAR_STATE_VERSION 3  // 2: oscar2 is the trellis code; 3: oscar3 too
 typedef struct {
     uint32_t magic, version;
     int32_t  type_k, type_v;      // ggml types
@@ -243,9 +241,9 @@ void oscar_calib_bounds(double * out);
 int oscar_calib_check(const float * mean, const float * std, int32_t n_layer, int32_t n_head, int32_t dim,
                       const char * mean_key, const char * std_key, char * err, size_t err_len);
 
-// oscar2's bitshift-trellis code (oscar_tcq.c; format, encoder and conventions in oscar_tcq_block.h): the 256 entries
-// of its codebook.
-const float * oscar_tcq_codebook(void);
+// The bitshift-trellis codes (oscar_tcq.c; format, encoder and conventions in oscar_tcq_block.h): the 256 entries of
+// the codebook of oscar2 (bits 2) or oscar3 (bits 3); NULL for other bits.
+const float * oscar_tcq_codebook(int bits);
 /* cffi-end */
 
 #define OSCAR_FNV_SEED 0xcbf29ce484222325ull

@@ -15,12 +15,18 @@
 #else
 #define OSCAR_HD static inline
 #endif
+// For a function whose loops a caller's constant arguments should shape (it is inlined there).
+#if defined(__CUDACC__)
+#define OSCAR_HD_FLAT static __forceinline__ __host__ __device__
+#elif defined(__GNUC__) || defined(__clang__)
+#define OSCAR_HD_FLAT static inline __attribute__((always_inline))
+#else
+#define OSCAR_HD_FLAT static inline
+#endif
 
-// Lloyd-Max reconstruction levels for N(0,1) of oscar3 and oscar4 (oscar2 is the trellis code: oscar_tcq_block.h);
-// oscar_gguf/codebook.py recomputes them by Lloyd's iteration and tests/test_codec.py checks the agreement. Lists, so
-// host tables and CUDA __constant__ tables share them.
-#define OSCAR_LEVELS3 -2.151945705f, -1.343909279f, -0.756005281f, -0.245094179f, \
-                       0.245094179f,  0.756005281f,  1.343909279f,  2.151945705f
+// Lloyd-Max reconstruction levels for N(0,1) of oscar4 (oscar2 and oscar3 are trellis codes: oscar_tcq_block.h);
+// oscar_gguf/codebook.py recomputes them by Lloyd's iteration and tests/test_codec.py checks the agreement. A list, so
+// host tables and CUDA __constant__ tables share it.
 #define OSCAR_LEVELS4 -2.732589571f, -2.069017227f, -1.618046386f, -1.256231197f, \
                       -0.942340456f, -0.656759119f, -0.388048299f, -0.128395030f, \
                        0.128395030f,  0.388048299f,  0.656759119f,  0.942340456f, \
@@ -68,11 +74,8 @@ OSCAR_HD uint16_t oscar_float_to_half_sat(float f) {
     return sign | (uint16_t) h;
 }
 
-// Code of element i of an oscar3 (bits 3) or oscar4 block's code bytes (layout in oscar.h).
-OSCAR_HD int oscar_code(int bits, const uint8_t * qs, int i) {
-    return bits == 3 ? ((qs[i % 16] >> (2 * (i / 16))) & 3) | (((qs[16 + i % 8] >> (i / 8)) & 1) << 2)
-                     : (qs[i % 32] >> (4 * (i / 32))) & 15;
-}
+// Code of element i of an oscar4 block's code bytes (layout in oscar.h).
+OSCAR_HD int oscar_code4(const uint8_t * qs, int i) { return (qs[i % 32] >> (4 * (i / 32))) & 15; }
 
 OSCAR_HD uint16_t oscar_block_scale(const uint8_t * block) {
     return (uint16_t)(block[0] | (block[1] << 8));
@@ -99,19 +102,18 @@ OSCAR_HD double oscar_block_sumsq(const float * x, int * nan) {
     return ss;
 }
 
-// Quantize 64 floats into one oscar3 or oscar4 block (2 + 8*bits bytes) with the codebook `levels` (2^bits entries).
+// Quantize 64 floats into one oscar4 block (34 bytes) with the codebook `levels` (16 entries).
 // NaN anywhere -> NaN scale; +-Inf counts as +-FLT_MAX; all zeros -> zero scale; norm math in double.
-OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float * x, uint8_t * out) {
-    const int nl = 1 << bits;
+OSCAR_HD void oscar_quantize_block(const float * levels, const float * x, uint8_t * out) {
     int          nan = 0;
     const double ss  = oscar_block_sumsq(x, &nan);
-    for (int i = 0; i < 2 + 8 * bits; i++) out[i] = 0;
+    for (int i = 0; i < OSCAR4_BLOCK_BYTES; i++) out[i] = 0;
     uint16_t d = 0;
     if (nan) {
         d = OSCAR_FP16_NAN;
     } else if (ss > 0.0) {
         double thr[15];  // midpoints between neighbouring float levels, compared in double
-        for (int k = 0; k < nl - 1; k++) thr[k] = oscar_threshold(levels, k);
+        for (int k = 0; k < 15; k++) thr[k] = oscar_threshold(levels, k);
         const double norm = sqrt(ss);
         const double inv  = 8.0 / norm;  // sqrt(64) / ||x||
         double lv2 = 0.0;
@@ -119,14 +121,9 @@ OSCAR_HD void oscar_quantize_block(int bits, const float * levels, const float *
         for (int i = 0; i < OSCAR_QK; i++) {
             const double u = (double) oscar_clamp_inf(x[i]) * inv;
             int c = 0;
-            for (int k = 0; k < nl - 1; k++) c += u > thr[k];
+            for (int k = 0; k < 15; k++) c += u > thr[k];
             lv2 += (double) levels[c] * (double) levels[c];
-            if (bits == 3) {
-                qs[i % 16] |= (uint8_t)((c & 3) << (2 * (i / 16)));
-                qs[16 + i % 8] |= (uint8_t)((c >> 2) << (i / 8));
-            } else {
-                qs[i % 32] |= (uint8_t)(c << (4 * (i / 32)));
-            }
+            qs[i % 32] |= (uint8_t)(c << (4 * (i / 32)));
         }
         d = oscar_scale_bits(norm, lv2);
     }

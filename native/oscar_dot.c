@@ -15,21 +15,18 @@ static inline float dot64(const float * a, const float * b) {
     return _mm_cvtss_f32(s);
 }
 
-// Inlined into each width's entry point so that `bits` is a constant there.
-static inline float dot_row(int bits, const void * x, const float * y, int64_t n) {
-    const size_t    nbytes = OSCAR_QK / 8 * bits + 2;
-    const uint8_t * in     = (const uint8_t *) x;
-    const float *   lut    = oscar_levels_of(bits);  // padded to 16
-    const __m256    lo     = _mm256_loadu_ps(lut);
-    const __m256    hi     = _mm256_loadu_ps(lut + 8);
+static inline float dot_row4(const void * x, const float * y, int64_t n) {
+    const uint8_t * in = (const uint8_t *) x;
+    const __m256    lo = _mm256_loadu_ps(oscar_levels4);
+    const __m256    hi = _mm256_loadu_ps(oscar_levels4 + 8);
     float sum = 0.0f;
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        const uint8_t * b  = in + ib * nbytes;
+        const uint8_t * b  = in + ib * OSCAR4_BLOCK_BYTES;
         const float *   yb = y + ib * OSCAR_QK;
         __m256i idx[8];
-        oscar_codes_avx2(bits, b + 2, idx);
-        __m256 acc = _mm256_mul_ps(oscar_lut_avx2(bits, idx[0], lo, hi), _mm256_loadu_ps(yb));
-        for (int j = 1; j < 8; j++) acc = _mm256_fmadd_ps(oscar_lut_avx2(bits, idx[j], lo, hi), _mm256_loadu_ps(yb + 8 * j), acc);
+        oscar_codes4_avx2(b + 2, idx);
+        __m256 acc = _mm256_mul_ps(oscar_lut16_avx2(idx[0], lo, hi), _mm256_loadu_ps(yb));
+        for (int j = 1; j < 8; j++) acc = _mm256_fmadd_ps(oscar_lut16_avx2(idx[j], lo, hi), _mm256_loadu_ps(yb + 8 * j), acc);
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -46,16 +43,14 @@ static inline float dot64(const float * a, const float * b) {
     return acc;
 }
 
-static inline float dot_row(int bits, const void * x, const float * y, int64_t n) {
-    const float *   levels = oscar_levels_of(bits);
-    const size_t    nbytes = oscar_block_bytes(bits);
-    const uint8_t * in     = (const uint8_t *) x;
+static inline float dot_row4(const void * x, const float * y, int64_t n) {
+    const uint8_t * in = (const uint8_t *) x;
     float sum = 0.0f;
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        const uint8_t * b = in + ib * nbytes;
+        const uint8_t * b = in + ib * OSCAR4_BLOCK_BYTES;
         const float * yb = y + ib * OSCAR_QK;
         float acc = 0.0f;
-        for (int i = 0; i < OSCAR_QK; i++) acc += levels[oscar_code(bits, b + 2, i)] * yb[i];
+        for (int i = 0; i < OSCAR_QK; i++) acc += oscar_levels4[oscar_code4(b + 2, i)] * yb[i];
         sum += oscar_half_to_float(oscar_block_scale(b)) * acc;
     }
     return sum;
@@ -63,36 +58,30 @@ static inline float dot_row(int bits, const void * x, const float * y, int64_t n
 
 #endif
 
-// oscar2 (the trellis code): each block decoded by oscar2_dequantize_row (its fastest path on this machine), then
+// oscar2, oscar3 (the trellis codes): each block decoded by its row decoder (the fastest path on this machine), then
 // dotted.
-static float tcq_dot_row(const void * x, const float * y, int64_t n) {
-    const uint8_t * in = (const uint8_t *) x;
+static float tcq_dot_row(int bits, const void * x, const float * y, int64_t n) {
+    const uint8_t * in     = (const uint8_t *) x;
+    const size_t    nbytes = oscar_block_bytes(bits);
     float sum = 0.0f, v[OSCAR_QK];
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        oscar2_dequantize_row(in + ib * OSCAR2_BLOCK_BYTES, v, OSCAR_QK);
+        (bits == 2 ? oscar2_dequantize_row : oscar3_dequantize_row)(in + ib * nbytes, v, OSCAR_QK);
         sum += dot64(v, y + ib * OSCAR_QK);
     }
     return sum;
 }
 
 float oscar_dot_row(int bits, const void * x, const float * y, int64_t n) {
-    switch (bits) {
-        case 2:  return tcq_dot_row(x, y, n);
-        case 3:  return dot_row(3, x, y, n);
-        default: return dot_row(4, x, y, n);
-    }
+    return bits == 4 ? dot_row4(x, y, n) : tcq_dot_row(bits, x, y, n);
 }
 
 #define OSCAR_DOT_FUNC(B)                                                                               \
     void oscar##B##_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y,  \
                                 size_t by, int nrc) {                                                   \
         (void) bs; (void) bx; (void) by; (void) nrc; /* one row at a time (nrows = 1 in the traits) */  \
-        *s = dot_row(B, x, (const float *) y, n);                                                 \
+        *s = oscar_dot_row(B, x, (const float *) y, n);                                                 \
     }
 
-void oscar2_vec_dot_f32(int n, float * s, size_t bs, const void * x, size_t bx, const void * y, size_t by, int nrc) {
-    (void) bs; (void) bx; (void) by; (void) nrc;
-    *s = tcq_dot_row(x, (const float *) y, n);
-}
+OSCAR_DOT_FUNC(2)
 OSCAR_DOT_FUNC(3)
 OSCAR_DOT_FUNC(4)

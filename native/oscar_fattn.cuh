@@ -3,12 +3,13 @@
 // every K/V row once per query head and reduces each K.Q dot across a warp. Here one block serves the G query
 // heads that share a KV head, so each K/V element is decoded once for all of them, a thread owns whole
 // 64-element K blocks (no cross-lane reduction for D = 64) and fixed V columns.
-//   K.Q: levels as int8 by byte permutes (oscar.cuh), dp4a against Q quantized to int8 per 64-element block.
-//   V:   the same lookup with offset 128 turned into halves; a tile is accumulated in half2, tiles in float.
-//   oscar2 (trellis): elements j and j + 1 are the 10 stream bits from bit 2j, so each pair of elements is one
-//   lookup in a 1024-entry table in shared memory, loaded once per block: two int8 levels (K, a u16) or the two
-//   codebook values as a half2 (V, exact to half precision); 8 consecutive elements come from one 32-bit piece of
-//   the stream.
+//   K.Q: levels as int8, dp4a against Q quantized to int8 per 64-element block.
+//   V:   values in half; a tile is accumulated in half2, tiles in float.
+//   oscar4: the levels by byte permutes (oscar.cuh), V's with offset 128 turned into halves.
+//   oscar2, oscar3 (trellis, S bits per element): elements j and j + 1 are the S + 8 stream bits from bit Sj, so
+//   each pair of elements is one lookup in a 2^(8 + S)-entry table (1024 or 2048) in shared memory, loaded once per
+//   block: two int8 levels (K, a u16) or the two codebook values as a half2 (V, exact to half precision); 8
+//   consecutive elements come from one 32-bit piece of the stream.
 // The KV length is split over blocks like the vec kernel; flash_attn_combine_results merges the parts.
 #pragma once
 
@@ -21,54 +22,38 @@ constexpr int NTHREADS   = 128;
 constexpr int TILE_ELEMS = 32768;  // K elements per tile: T = TILE_ELEMS / D rows
 constexpr int SPLIT_ROWS = 64;     // KV split unit when there are fewer tiles than splits (short caches still spread)
 
-// Element (0..63) of a block that output k (0..7) of code pair p (0..7) holds, see pair_decode (oscar2: tcq_pairs,
-// elements in order).
+// Element (0..63) of a block that output k (0..7) of code pair p (0..7) holds, see oscar4_pair_decode (oscar2,
+// oscar3: tcq_pairs, elements in order).
 template <int B> __host__ __device__ constexpr int pair_elem(const int p, const int k) {
-    return B == 2 ? 8 * p + k
-         : B == 4 ? 4 * p + 2 * (k / 4) + (k % 4) / 2 + 32 * (k % 2)
-                  : 2 * p + (k % 4) / 2 + 32 * (k % 2) + 16 * (k / 4);
+    return B == 4 ? 4 * p + 2 * (k / 4) + (k % 4) / 2 + 32 * (k % 2) : 8 * p + k;
 }
 
-// Levels (int8 + bias per byte) of the 8 elements of pair p. oscar3: lo = code bytes 2p, 2p+1 (each holds
-// elements j, j+16, j+32, j+48 as 2-bit fields), hi = the high-bit bytes (2p)%8, +1 (byte j%8 bit j/8);
-// oscar4: lo = code bytes 4p..4p+3 (element j low nibble, j+32 high nibble). A byte_perm selector reads
-// 3 bits per nibble.
-template <int B, int bias>
-static __device__ __forceinline__ void pair_decode(const uint32_t lo, const uint32_t hi, const int p, uint32_t & r0, uint32_t & r1) {
-    constexpr uint32_t t0 = oscar_lut_word<B, bias>(0), t1 = oscar_lut_word<B, bias>(1);
-    if constexpr (B == 3) {
-        const int q = p / 4;  // bit of the high-plane byte that belongs to element 2p
-        r0 = __byte_perm(t0, t1, (lo & 0x3333) | ((hi << (2 - q)) & 0x4444));
-        r1 = __byte_perm(t0, t1, ((lo >> 2) & 0x3333) | ((hi >> q) & 0x4444));
-    } else {
-        GGML_UNUSED(hi); GGML_UNUSED(p);
-        r0 = oscar_lookup_sel<4, bias>(lo);
-        r1 = oscar_lookup_sel<4, bias>(lo >> 16);
-    }
+// oscar4: levels (int8 + bias per byte) of the 8 elements of pair p from lo = code bytes 4p..4p+3 (element j low
+// nibble, j+32 high nibble). A byte_perm selector reads 3 bits per nibble.
+template <int bias> static __device__ __forceinline__ void oscar4_pair_decode(const uint32_t lo, uint32_t & r0, uint32_t & r1) {
+    r0 = oscar4_lookup_sel<bias>(lo);
+    r1 = oscar4_lookup_sel<bias>(lo >> 16);
 }
 
-// What an int8 level counts (the K lookup's unit).
-template <int B> __host__ __device__ constexpr float level_unit() {
-    if constexpr (B == 2) {
-        return oscar_tcq_unit;
-    } else {
-        return oscar_level_unit<B>();
-    }
-}
-
-// oscar2: entry at byte offset o of a pair table (T = uint16_t: int8 levels for K, half2: values for V).
+// oscar2, oscar3: entry at byte offset o of a pair table (T = uint16_t: int8 levels for K, half2: values for V).
 template <typename T> static __device__ __forceinline__ T tcq_entry(const T * table, const uint32_t o) {
     return *(const T *) ((const char *) table + o);
 }
 
-// oscar2: the 4 pairs of elements 8q .. 8q + 7 of a block from x = stream bits 16q .. 16q + 31: pair m is the
-// 10-bit window at bit 4m of x. Table byte offsets are taken straight from x (a shift and a mask each).
-template <typename T> static __device__ __forceinline__ void tcq_pairs(const T * table, const uint32_t x, T (&r)[4]) {
-    constexpr int S = sizeof(T) == 2 ? 1 : 2;  // log2 of the entry size
-    constexpr uint32_t M = (OSCAR_TCQ_PAIRS - 1) << S;
-    r[0] = tcq_entry(table, (x << S) & M);
+// oscar2, oscar3: the 4 pairs of elements 8q .. 8q + 7 of a block from x = stream bits 8Sq .. 8Sq + 31: pair m is
+// the (S + 8)-bit window at bit 2Sm of x. Table byte offsets are taken straight from x (a shift and a mask each).
+template <int S, typename T> static __device__ __forceinline__ void tcq_pairs(const T * table, const uint32_t x, T (&r)[4]) {
+    constexpr int E = sizeof(T) == 2 ? 1 : 2;  // log2 of the entry size
+    constexpr uint32_t M = (OSCAR_TCQ_PAIRS(S) - 1) << E;
+    r[0] = tcq_entry(table, (x << E) & M);
 #pragma unroll
-    for (int m = 1; m < 4; m++) r[m] = tcq_entry(table, (x >> (4 * m - S)) & M);
+    for (int m = 1; m < 4; m++) r[m] = tcq_entry(table, (x >> (2 * S * m - E)) & M);
+}
+
+// oscar2, oscar3: stream bits 8Sq .. 8Sq + 31 (elements 8q ..) of a block's code bytes as 2S words c (circular).
+template <int S> static __device__ __forceinline__ uint32_t tcq_piece(const uint32_t (&c)[2 * S], const int q) {
+    const int bit = 8 * S * q, w = bit / 32;
+    return __funnelshift_r(c[w], c[(w + 1) % (2 * S)], bit % 32);
 }
 
 // NW words from a 2-byte aligned address: aligned loads, funnel-shifted when the address is not 4-aligned.
@@ -84,6 +69,19 @@ template <int NW> static __device__ __forceinline__ void load_words(const uint8_
 }
 
 static __device__ __forceinline__ uint32_t load_u16(const uint8_t * p) { return __ldg((const unsigned short *) p); }
+
+// The same piece as tcq_piece, loaded from a block's code bytes at qs (2-byte aligned): bytes Sq .. Sq + 3, wrapping.
+// oscar3's odd q start at an odd byte: three halfwords, funnel-shifted.
+template <int S> static __device__ __forceinline__ uint32_t tcq_load_piece(const uint8_t * qs, const int q) {
+    constexpr int n = 8 * S;
+    const int o = S * q, e = o & ~1, e2 = e + 2 == n ? 0 : e + 2;
+    const uint32_t lo = load_u16(qs + e) | load_u16(qs + e2) << 16;
+    if constexpr (S % 2 == 0) {
+        return lo;
+    } else {
+        return __funnelshift_r(lo, load_u16(qs + (e2 + 2 == n ? 0 : e2 + 2)), 8 * (o & 1));
+    }
+}
 
 static __device__ __forceinline__ void prefetch_l2(const void * p) { asm volatile("prefetch.global.L2 [%0];" :: "l"(p)); }
 
@@ -106,8 +104,8 @@ static __global__ void flash_attn_oscar_decode(
     constexpr int TPR  = D / 8;                // V phase: threads per row, 8 columns each
     constexpr int RS   = NTHREADS / TPR;       //          row slots
     constexpr int BBK  = sizeof(block_oscar<BK>), BBV = sizeof(block_oscar<BV>);
-    // the int8 level unit of K; V's weights carry the unit of its levels (oscar2's V table holds codebook values)
-    constexpr float unit_K = level_unit<BK>(), unit_V = BV == 2 ? 1.0f : level_unit<BV>();
+    // the int8 level unit of K; V's weights carry the unit of its levels (the trellis V tables hold codebook values)
+    constexpr float unit_K = oscar_k_unit<BK>(), unit_V = BV == 4 ? oscar_level4_unit() : 1.0f;
     static_assert(T % RP == 0 && T % RS == 0 && T % WARP_SIZE == 0 && G <= NTHREADS / WARP_SIZE, "tile shape");
 
     constexpr int SMEM_LOOP = G * T * (int) sizeof(float) + T * NBLK * G * (int) sizeof(half2);  // S + W
@@ -116,8 +114,8 @@ static __global__ void flash_attn_oscar_decode(
     constexpr int SMEM = SMEM_LOOP > SMEM_RED ? (SMEM_LOOP > SMEM_Q ? SMEM_LOOP : SMEM_Q) : (SMEM_RED > SMEM_Q ? SMEM_RED : SMEM_Q);
     __shared__ __align__(16) char smem[SMEM];
     __shared__ float alpha_sh[G], dq_sh[G][NBLK], max_sh[G], sum_sh[G];
-    __shared__ __align__(16) uint16_t kpair_sh[BK == 2 ? OSCAR_TCQ_PAIRS : 1];  // oscar2 K: int8 levels of pair i
-    __shared__ __align__(16) half2    vpair_sh[BV == 2 ? OSCAR_TCQ_PAIRS : 1];  // oscar2 V: values of pair i
+    __shared__ __align__(16) uint16_t kpair_sh[BK == 4 ? 1 : OSCAR_TCQ_PAIRS(BK)];  // trellis K: int8 levels of pair i
+    __shared__ __align__(16) half2    vpair_sh[BV == 4 ? 1 : OSCAR_TCQ_PAIRS(BV)];  // trellis V: values of pair i
     float * S  = (float *) smem;                  // [G][T] scores of the current tile
     half2 * W  = (half2 *) (smem + G * T * sizeof(float));  // [T][NBLK][G] softmax weight x V block scale
 
@@ -134,16 +132,17 @@ static __global__ void flash_attn_oscar_decode(
     const uint8_t * Vh = (const uint8_t *) V + nb23 * seq + nb22 * kvh;
     const half    * mh = mask ? (const half *) (mask + nb33 * (seq % ne33)) : nullptr;
 
-    if constexpr (BK == 2) {  // the tables are read after the barriers below
-        for (int i = tid; i < OSCAR_TCQ_PAIRS / 8; i += NTHREADS) ((uint4 *) kpair_sh)[i] = ((const uint4 *) oscar_tcq_pair8_dev.v)[i];
+    if constexpr (BK != 4) {  // the tables are read after the barriers below
+        for (int i = tid; i < OSCAR_TCQ_PAIRS(BK) / 8; i += NTHREADS) ((uint4 *) kpair_sh)[i] = ((const uint4 *) oscar_tcq_pair8_dev<BK>())[i];
     }
-    if constexpr (BV == 2) {
-        for (int i = tid; i < OSCAR_TCQ_PAIRS; i += NTHREADS) {
-            vpair_sh[i] = __floats2half2_rn(oscar_tcq_cb_dev[i & (OSCAR_TCQ_STATES - 1)], oscar_tcq_cb_dev[i >> 2]);
+    if constexpr (BV != 4) {
+        const float * cb = oscar_tcq_cb_dev<BV>();
+        for (int i = tid; i < OSCAR_TCQ_PAIRS(BV); i += NTHREADS) {
+            vpair_sh[i] = __floats2half2_rn(cb[i & (OSCAR_TCQ_STATES - 1)], cb[i >> BV]);
         }
     }
 
-    // Q -> int8 per (head, 64-block), laid out in pair_decode's element order for this thread's K block.
+    // Q -> int8 per (head, 64-block), laid out in pair_elem's element order for this thread's K block.
     float * Qf = (float *) smem;
     for (int i = tid; i < G * D; i += NTHREADS) {
         const int g = i / D;
@@ -213,21 +212,14 @@ static __global__ void flash_attn_oscar_decode(
             int dot[G] = {};
 #pragma unroll
             for (int p = 0; p < 8; p++) {
-                uint32_t lo, hi = 0, v0, v1;
-                if constexpr (BK == 2) {  // elements 8p .. 8p + 7: stream bits 16p .. 16p + 31 (circular)
-                    const uint32_t x = p % 2 ? __funnelshift_r(c[p / 2], c[(p / 2 + 1) % 4], 16) : c[p / 2];
+                uint32_t v0, v1;
+                if constexpr (BK == 4) {
+                    oscar4_pair_decode<0>(c[p], v0, v1);
+                } else {  // elements 8p .. 8p + 7
                     uint16_t t[4];
-                    tcq_pairs(kpair_sh, x, t);
+                    tcq_pairs<BK>(kpair_sh, tcq_piece<BK>(c, p), t);
                     v0 = __byte_perm(t[0], t[1], 0x5410);
                     v1 = __byte_perm(t[2], t[3], 0x5410);
-                } else {
-                    if constexpr (BK == 4) {
-                        lo = c[p];
-                    } else {
-                        lo = c[p / 2] >> (16 * (p % 2));
-                        hi = c[4 + (p % 4) / 2] >> (16 * (p % 2));
-                    }
-                    pair_decode<BK, 0>(lo, hi, p, v0, v1);
                 }
 #pragma unroll
                 for (int g = 0; g < G; g++) {
@@ -290,17 +282,11 @@ static __global__ void flash_attn_oscar_decode(
             const int row = min(r0 + rl, row_end - 1);  // weight 0 past the end
             const uint8_t * vc = Vh + row * nb21 + vblk * BBV + 2;
             half2 v[4];
-            if constexpr (BV == 2) {  // elements 8 vp .. 8 vp + 7: stream bits 16 vp .. 16 vp + 31 (circular)
-                tcq_pairs(vpair_sh, load_u16(vc + 2 * vp) | load_u16(vc + 2 * ((vp + 1) % 8)) << 16, v);
+            if constexpr (BV != 4) {  // elements 8 vp .. 8 vp + 7
+                tcq_pairs<BV>(vpair_sh, tcq_load_piece<BV>(vc, vp), v);
             } else {
-                uint32_t lo, hi = 0, v0, v1;
-                if constexpr (BV == 4) {
-                    lo = load_u16(vc + 4 * vp) | (load_u16(vc + 4 * vp + 2) << 16);
-                } else {
-                    lo = load_u16(vc + 2 * vp);
-                    hi = load_u16(vc + 16 + (2 * vp) % 8);
-                }
-                pair_decode<BV, 128>(lo, hi, vp, v0, v1);
+                uint32_t v0, v1;
+                oscar4_pair_decode<128>(load_u16(vc + 4 * vp) | (load_u16(vc + 4 * vp + 2) << 16), v0, v1);
                 v[0] = oscar_level_pair_h2(v0, 0); v[1] = oscar_level_pair_h2(v0, 1);
                 v[2] = oscar_level_pair_h2(v1, 0); v[3] = oscar_level_pair_h2(v1, 1);
             }

@@ -10,8 +10,7 @@
 
 #include "oscar_block.h"
 
-// Host codebooks of oscar3 and oscar4, zero-padded to 16 so SIMD code can load two 8-lane halves.
-static const float oscar_levels3[16] = { OSCAR_LEVELS3 };
+// Host codebook of oscar4 (oscar2 and oscar3 are trellis codes: oscar_tcq.c).
 static const float oscar_levels4[16] = { OSCAR_LEVELS4 };
 
 static inline float oscar_half_to_float(uint16_t h) {
@@ -20,10 +19,6 @@ static inline float oscar_half_to_float(uint16_t h) {
 #else
     return oscar_half_to_float_portable(h);
 #endif
-}
-
-static inline const float * oscar_levels_of(int bits) {
-    return bits == 3 ? oscar_levels3 : oscar_levels4;
 }
 
 
@@ -39,46 +34,24 @@ static inline int oscar_have_avx2(void) {
     return cached;
 }
 
-// The 64 codes of a block as eight vectors of 8 int32 indices, in element order.
-OSCAR_AVX2 static inline void oscar_codes_avx2(int bits, const uint8_t * qs, __m256i idx[8]) {
-    if (bits == 4) {  // byte j: elements j (low nibble) and j + 32 (high nibble)
-        const __m256i raw = _mm256_loadu_si256((const __m256i *) qs);
-        const __m256i m4  = _mm256_set1_epi8(0x0f);
-        const __m256i c[2] = { _mm256_and_si256(raw, m4), _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4) };
-        for (int h = 0; h < 2; h++) {
-            const __m128i a = _mm256_castsi256_si128(c[h]), b = _mm256_extracti128_si256(c[h], 1);
-            idx[4 * h + 0] = _mm256_cvtepu8_epi32(a);
-            idx[4 * h + 1] = _mm256_cvtepu8_epi32(_mm_srli_si128(a, 8));
-            idx[4 * h + 2] = _mm256_cvtepu8_epi32(b);
-            idx[4 * h + 3] = _mm256_cvtepu8_epi32(_mm_srli_si128(b, 8));
-        }
-        return;
-    }
-    // byte j < 16: elements j + 16k in bit pairs k; oscar3's high bit of element i is bit i/8 of byte 16 + i%8
-    const __m128i raw = _mm_loadu_si128((const __m128i *) qs);
-    __m128i hb = _mm_setzero_si128();
-    if (bits == 3) {
-        uint64_t h;
-        memcpy(&h, qs + 16, sizeof h);
-        hb = _mm_shuffle_epi8(_mm_set1_epi64x((long long) h), _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7));
-    }
-    for (int k = 0; k < 4; k++) {
-        __m128i c = _mm_and_si128(_mm_srli_epi16(raw, 2 * k), _mm_set1_epi8(3));
-        if (bits == 3) {  // element 16k + j takes bit 2k + j/8 of byte 16 + j%8
-            const char lo = (char) (1 << (2 * k)), hi = (char) (2 << (2 * k));
-            const __m128i mask = _mm_setr_epi8(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi);
-            const __m128i set  = _mm_cmpeq_epi8(_mm_and_si128(hb, mask), mask);
-            c = _mm_or_si128(c, _mm_and_si128(set, _mm_set1_epi8(4)));
-        }
-        idx[2 * k]     = _mm256_cvtepu8_epi32(c);
-        idx[2 * k + 1] = _mm256_cvtepu8_epi32(_mm_srli_si128(c, 8));
+// The 64 codes of an oscar4 block as eight vectors of 8 int32 indices, in element order (byte j: elements j, low
+// nibble, and j + 32, high nibble).
+OSCAR_AVX2 static inline void oscar_codes4_avx2(const uint8_t * qs, __m256i idx[8]) {
+    const __m256i raw = _mm256_loadu_si256((const __m256i *) qs);
+    const __m256i m4  = _mm256_set1_epi8(0x0f);
+    const __m256i c[2] = { _mm256_and_si256(raw, m4), _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4) };
+    for (int h = 0; h < 2; h++) {
+        const __m128i a = _mm256_castsi256_si128(c[h]), b = _mm256_extracti128_si256(c[h], 1);
+        idx[4 * h + 0] = _mm256_cvtepu8_epi32(a);
+        idx[4 * h + 1] = _mm256_cvtepu8_epi32(_mm_srli_si128(a, 8));
+        idx[4 * h + 2] = _mm256_cvtepu8_epi32(b);
+        idx[4 * h + 3] = _mm256_cvtepu8_epi32(_mm_srli_si128(b, 8));
     }
 }
 
-// Look up 8 indices in a table of 2^bits floats held as two 8-lane halves (hi only used for 4 bits).
-OSCAR_AVX2 static inline __m256 oscar_lut_avx2(int bits, __m256i idx, __m256 lo, __m256 hi) {
+// Look up 8 indices in a table of 16 floats held as two 8-lane halves.
+OSCAR_AVX2 static inline __m256 oscar_lut16_avx2(__m256i idx, __m256 lo, __m256 hi) {
     const __m256 a = _mm256_permutevar8x32_ps(lo, idx);
-    if (bits < 4) return a;
     const __m256 b = _mm256_permutevar8x32_ps(hi, idx);
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));  // bit 3 -> sign bit
 }

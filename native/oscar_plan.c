@@ -106,9 +106,9 @@ int oscar_state_check(const oscar_state_hdr * saved, const oscar_state_hdr * cur
         put(err, err_len, "oscar-gguf: the state was not saved by this oscar-gguf llama.cpp (no OScaR cache header)");
         return -1;
     }
-    if (saved->version != OSCAR_STATE_VERSION) {  // 1: oscar2 blocks held the scalar code
+    if (saved->version != OSCAR_STATE_VERSION) {  // 1, 2: oscar2 / oscar3 blocks held scalar codes
         put(err, err_len, "oscar-gguf: the state was saved by another version of oscar-gguf (state format %u, this "
-            "build reads %u: its oscar2 blocks hold another code); nothing was loaded", saved->version, OSCAR_STATE_VERSION);
+            "build reads %u: its oscar2 or oscar3 blocks may hold another code); nothing was loaded", saved->version, OSCAR_STATE_VERSION);
         return -1;
     }
     char buf[512];

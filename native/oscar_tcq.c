@@ -1,30 +1,43 @@
-// oscar2, the bitshift-trellis 2-bit code (format and encoder in oscar_tcq_block.h): rows of 64-element blocks. On
-// x86 with AVX2 (chosen at run time) the Viterbi pass keeps 8 survivors to a vector; its costs are the same integers
-// and its tie rules the same, so it writes the same bytes as the scalar pass (tests/test_tcq_c.py compares the
-// builds). An AVX-512 pass with 16 survivors to a vector was slower on an AMD EPYC (Zen 4 splits 512-bit operations:
-// 4.5 against 3.7 us per block) and was dropped.
+// oscar2 and oscar3, the bitshift-trellis codes (format and encoder in oscar_tcq_block.h): rows of 64-element blocks.
+// On x86 with AVX2 (chosen at run time) each width's Viterbi pass keeps 8 survivors to a vector; its costs are the
+// same integers and its tie rules the same, so it writes the same bytes as the scalar pass (tests/test_tcq_c.py
+// compares the builds). An AVX-512 pass with 16 survivors to a vector was slower on an AMD EPYC (Zen 4 splits
+// 512-bit operations: 4.5 against 3.7 us per oscar2 block) and was dropped.
 #include "oscar.h"
 #include "oscar_impl.h"
 #include "oscar_tcq_block.h"
 #include "oscar_tcq_codebook.h"
 
-static const float oscar_tcq_cb[OSCAR_TCQ_STATES] = { OSCAR_TCQ_CODEBOOK };
+static const float tcq_cb2[OSCAR_TCQ_STATES] = { OSCAR_TCQ2_CODEBOOK };
+static const float tcq_cb3[OSCAR_TCQ_STATES] = { OSCAR_TCQ3_CODEBOOK };
 
-const float * oscar_tcq_codebook(void) { return oscar_tcq_cb; }
+static const float * tcq_cb(int s) { return s == 2 ? tcq_cb2 : tcq_cb3; }
 
-// The scaled codebook the Viterbi passes read (oscar_tcq_scaled_codebook), and for AVX2 the same values in the low
-// 16 bits of each lane (tcq_viterbi_avx2): filled once when the library loads.
-static int32_t tcq_cbs[OSCAR_TCQ_STATES], tcq_cb16[OSCAR_TCQ_STATES];
+const float * oscar_tcq_codebook(int bits) { return bits == 2 || bits == 3 ? tcq_cb(bits) : NULL; }
+
+// The scaled codebooks the Viterbi passes read (oscar_tcq_scaled_codebook), and for AVX2 the same values in the low
+// 16 bits of each lane (tcq_viterbi2_avx2, tcq_viterbi3_avx2); [s - 2]: filled once when the library loads.
+static int32_t tcq_cbs[2][OSCAR_TCQ_STATES], tcq_cb16[2][OSCAR_TCQ_STATES];
 
 __attribute__((constructor)) static void tcq_cbs_init(void) {
-    oscar_tcq_scaled_codebook(oscar_tcq_cb, tcq_cbs);
-    for (int s = 0; s < OSCAR_TCQ_STATES; s++) tcq_cb16[s] = tcq_cbs[s] & 0xffff;
+    for (int s = 2; s <= 3; s++) {
+        oscar_tcq_scaled_codebook(s, tcq_cb(s), tcq_cbs[s - 2]);
+        for (int w = 0; w < OSCAR_TCQ_STATES; w++) tcq_cb16[s - 2][w] = tcq_cbs[s - 2][w] & 0xffff;
+    }
 }
 
 #ifdef OSCAR_X86
-// G[c][h] = best[4m + c] for m = 8h .. 8h + 7, from B[i] = best[8i .. 8i + 7]: the old costs each group of 8
-// outputs k reads (k % 16 = m). Pairs (best[8i + c], best[8i + 4 + c]) as 64-bit lanes, then a 4 x 4 transpose.
-OSCAR_AVX2 static inline void tcq_preds_avx2(const __m256i * B, __m256i G[4][2]) {
+// The branch costs (vi - ci)^2 of 8 survivors: cb16 holds each ci in the low 16 bits of its lane and 0 above, and
+// |vi|, |ci|, |vi - ci| fit in 16 bits, so a 16-bit subtract and madd (d x d + 0 x 0) give oscar_tcq_branch exactly.
+OSCAR_AVX2 static inline __m256i tcq_branch_avx2(__m256i v, const int32_t * cb16) {
+    const __m256i d = _mm256_sub_epi16(v, _mm256_loadu_si256((const __m256i *) cb16));
+    return _mm256_madd_epi16(d, d);
+}
+
+// s = 2 (64 survivors k). G[c][h] = best[4m + c] for m = 8h .. 8h + 7, from B[i] = best[8i .. 8i + 7]: the old
+// costs each group of 8 outputs k reads (k % 16 = m). Pairs (best[8i + c], best[8i + 4 + c]) as 64-bit lanes, then a
+// 4 x 4 transpose.
+OSCAR_AVX2 static inline void tcq_preds2_avx2(const __m256i * B, __m256i G[4][2]) {
     const __m256i pair = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
@@ -39,27 +52,23 @@ OSCAR_AVX2 static inline void tcq_preds_avx2(const __m256i * B, __m256i G[4][2])
     }
 }
 
-// oscar_tcq_viterbi, 8 k to a vector; back[j]'s winners as two bit masks (low bit, high bit of c; bit k). cb16 is
-// cbs with each value in the low 16 bits of its lane and 0 above: |vi|, |ci|, |vi - ci| fit in 16 bits, so a 16-bit
-// subtract and madd (d x d + 0 x 0) give the exact (vi - ci)^2 of oscar_tcq_branch.
-OSCAR_AVX2 static void tcq_viterbi_avx2(const int32_t * cb16, const double * u, int rot, int overlap, uint8_t * path) {
-    enum { V = OSCAR_TCQ_LINKS / 8 };
-    int32_t  best[OSCAR_TCQ_LINKS];
+// oscar_tcq_viterbi for s = 2, 8 k to a vector; back[j]'s winners as two bit masks (low bit, high bit of c; bit k).
+OSCAR_AVX2 static void tcq_viterbi2_avx2(const double * u, int rot, int overlap, uint8_t * path) {
+    enum { LINKS = OSCAR_TCQ_LINKS(2), V = LINKS / 8 };
+    const int32_t * cb16 = tcq_cb16[0];
+    int32_t  best[LINKS];
     uint8_t  lo[OSCAR_QK][V], hi[OSCAR_QK][V];
     __m256i  B[V], G[4][2];
-    for (int k = 0; k < OSCAR_TCQ_LINKS; k++) best[k] = overlap < 0 || k == overlap ? 0 : OSCAR_TCQ_FAR;
+    for (int k = 0; k < LINKS; k++) best[k] = overlap < 0 || k == overlap ? 0 : OSCAR_TCQ_FAR;
     for (int i = 0; i < V; i++) B[i] = _mm256_loadu_si256((const __m256i *) (best + 8 * i));
     for (int j = 0; j < OSCAR_QK; j++) {
         const __m256i v = _mm256_set1_epi32(oscar_tcq_scaled(u[(j + rot) & (OSCAR_QK - 1)]) & 0xffff);
-        tcq_preds_avx2(B, G);
+        tcq_preds2_avx2(B, G);
 #pragma GCC unroll 8
         for (int i = 0; i < V; i++) {
             __m256i a[4];
 #pragma GCC unroll 4
-            for (int c = 0; c < 4; c++) {
-                const __m256i d = _mm256_sub_epi16(v, _mm256_loadu_si256((const __m256i *) (cb16 + c * OSCAR_TCQ_LINKS + 8 * i)));
-                a[c] = _mm256_add_epi32(G[c][i & 1], _mm256_madd_epi16(d, d));
-            }
+            for (int c = 0; c < 4; c++) a[c] = _mm256_add_epi32(G[c][i & 1], tcq_branch_avx2(v, cb16 + c * LINKS + 8 * i));
             const __m256i c1  = _mm256_cmpgt_epi32(a[0], a[1]), c3 = _mm256_cmpgt_epi32(a[2], a[3]);
             const __m256i m01 = _mm256_min_epi32(a[0], a[1]), m23 = _mm256_min_epi32(a[2], a[3]);
             const __m256i h   = _mm256_cmpgt_epi32(m01, m23);
@@ -69,75 +78,143 @@ OSCAR_AVX2 static void tcq_viterbi_avx2(const int32_t * cb16, const double * u, 
         }
     }
     for (int i = 0; i < V; i++) _mm256_storeu_si256((__m256i *) (best + 8 * i), B[i]);
-    int k = oscar_tcq_last(best, overlap);
+    int k = oscar_tcq_last(2, best, overlap);
     for (int j = OSCAR_QK - 1; j >= 0; j--) {
         const int c = ((lo[j][k >> 3] >> (k & 7)) & 1) | ((hi[j][k >> 3] >> (k & 7)) & 1) << 1;
         path[j] = (uint8_t) (k << 2 | c);
-        k = path[j] & (OSCAR_TCQ_LINKS - 1);
+        k = path[j] & (LINKS - 1);
     }
 }
 
-OSCAR_AVX2 static void tcq_quantize_row_avx2(const float * x, uint8_t * out, int64_t nb) {
+// s = 3 (32 survivors k). Output k reads best[(8k + c) % 32] = best[8 (k % 4) + c], so every group of 8 outputs
+// reads the same G[c] = (best[c], best[8 + c], best[16 + c], best[24 + c]) twice: a 4 x 8 transpose of B.
+OSCAR_AVX2 static inline void tcq_preds3_avx2(const __m256i * B, __m256i G[8]) {
+    const __m256i l01 = _mm256_unpacklo_epi32(B[0], B[1]), h01 = _mm256_unpackhi_epi32(B[0], B[1]);
+    const __m256i l23 = _mm256_unpacklo_epi32(B[2], B[3]), h23 = _mm256_unpackhi_epi32(B[2], B[3]);
+    const __m256i q[4] = { _mm256_unpacklo_epi64(l01, l23), _mm256_unpackhi_epi64(l01, l23),   // c = 0 | 4, 1 | 5
+                           _mm256_unpacklo_epi64(h01, h23), _mm256_unpackhi_epi64(h01, h23) };  // c = 2 | 6, 3 | 7
+    for (int c = 0; c < 4; c++) {
+        G[c]     = _mm256_permute2x128_si256(q[c], q[c], 0x00);
+        G[c + 4] = _mm256_permute2x128_si256(q[c], q[c], 0x11);
+    }
+}
+
+// oscar_tcq_viterbi for s = 3, 8 k to a vector; back[j]'s winners as three bit masks (bits 0, 1, 2 of c; bit k).
+// The least of 8 by a tree of strict comparisons keeps the lowest c on ties, as the scalar pass.
+OSCAR_AVX2 static void tcq_viterbi3_avx2(const double * u, int rot, int overlap, uint8_t * path) {
+    enum { LINKS = OSCAR_TCQ_LINKS(3), V = LINKS / 8 };
+    const int32_t * cb16 = tcq_cb16[1];
+    int32_t  best[LINKS];
+    uint8_t  bk[OSCAR_QK][3][V];
+    __m256i  B[V], G[8];
+    for (int k = 0; k < LINKS; k++) best[k] = overlap < 0 || k == overlap ? 0 : OSCAR_TCQ_FAR;
+    for (int i = 0; i < V; i++) B[i] = _mm256_loadu_si256((const __m256i *) (best + 8 * i));
+    for (int j = 0; j < OSCAR_QK; j++) {
+        const __m256i v = _mm256_set1_epi32(oscar_tcq_scaled(u[(j + rot) & (OSCAR_QK - 1)]) & 0xffff);
+        tcq_preds3_avx2(B, G);
+#pragma GCC unroll 4
+        for (int i = 0; i < V; i++) {
+            __m256i a[8], m[4], b0[4];
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) a[c] = _mm256_add_epi32(G[c], tcq_branch_avx2(v, cb16 + c * LINKS + 8 * i));
+            for (int p = 0; p < 4; p++) {
+                b0[p] = _mm256_cmpgt_epi32(a[2 * p], a[2 * p + 1]);
+                m[p]  = _mm256_min_epi32(a[2 * p], a[2 * p + 1]);
+            }
+            const __m256i h0 = _mm256_cmpgt_epi32(m[0], m[1]), h1 = _mm256_cmpgt_epi32(m[2], m[3]);
+            const __m256i n0 = _mm256_min_epi32(m[0], m[1]), n1 = _mm256_min_epi32(m[2], m[3]);
+            const __m256i t  = _mm256_cmpgt_epi32(n0, n1);
+            const __m256i x0 = _mm256_blendv_epi8(b0[0], b0[1], h0), x1 = _mm256_blendv_epi8(b0[2], b0[3], h1);
+            B[i]        = _mm256_min_epi32(n0, n1);
+            bk[j][0][i] = (uint8_t) _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_blendv_epi8(x0, x1, t)));
+            bk[j][1][i] = (uint8_t) _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_blendv_epi8(h0, h1, t)));
+            bk[j][2][i] = (uint8_t) _mm256_movemask_ps(_mm256_castsi256_ps(t));
+        }
+    }
+    for (int i = 0; i < V; i++) _mm256_storeu_si256((__m256i *) (best + 8 * i), B[i]);
+    int k = oscar_tcq_last(3, best, overlap);
+    for (int j = OSCAR_QK - 1; j >= 0; j--) {
+        int c = 0;
+        for (int b = 0; b < 3; b++) c |= ((bk[j][b][k >> 3] >> (k & 7)) & 1) << b;
+        path[j] = (uint8_t) (k << 3 | c);
+        k = path[j] & (LINKS - 1);
+    }
+}
+
+OSCAR_AVX2 static void tcq_quantize_row_avx2(int s, const float * x, uint8_t * out, int64_t nb) {
+    const size_t nbytes = oscar_block_bytes(s);
     for (int64_t ib = 0; ib < nb; ib++) {
         double  u[OSCAR_QK], norm = 0.0;
         uint8_t turned[OSCAR_QK], w[OSCAR_QK];
-        uint8_t * b = out + ib * OSCAR2_BLOCK_BYTES;
-        if (!oscar_tcq_prepare(x + ib * OSCAR_QK, u, &norm, b)) continue;
-        tcq_viterbi_avx2(tcq_cb16, u, OSCAR_QK / 2, -1, turned);  // the two passes of oscar_tcq_encode
-        tcq_viterbi_avx2(tcq_cb16, u, 0, turned[OSCAR_QK / 2] & (OSCAR_TCQ_LINKS - 1), w);
-        oscar_tcq_pack(oscar_tcq_cb, norm, w, b);
+        uint8_t * b = out + ib * nbytes;
+        if (!oscar_tcq_prepare(s, x + ib * OSCAR_QK, u, &norm, b)) continue;
+        if (s == 2) {  // the two passes of oscar_tcq_encode
+            tcq_viterbi2_avx2(u, OSCAR_QK / 2, -1, turned);
+            tcq_viterbi2_avx2(u, 0, oscar_tcq_seam(2, turned), w);
+        } else {
+            tcq_viterbi3_avx2(u, OSCAR_QK / 2, -1, turned);
+            tcq_viterbi3_avx2(u, 0, oscar_tcq_seam(3, turned), w);
+        }
+        oscar_tcq_pack(s, tcq_cb(s), norm, w, b);
     }
 }
 #endif
 
-void oscar2_quantize_row(const float * x, void * y, int64_t n) {
+static void tcq_quantize_row(int s, const float * x, void * y, int64_t n) {
     uint8_t * out = (uint8_t *) y;
 #ifdef OSCAR_X86
     if (oscar_have_avx2()) {  // OSCAR_AVX2 code: avx2 and fma
-        tcq_quantize_row_avx2(x, out, n / OSCAR_QK);
+        tcq_quantize_row_avx2(s, x, out, n / OSCAR_QK);
         return;
     }
 #endif
+    const size_t nbytes = oscar_block_bytes(s);
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        oscar_tcq_quantize_block(oscar_tcq_cb, tcq_cbs, x + ib * OSCAR_QK, out + ib * OSCAR2_BLOCK_BYTES);
+        double  u[OSCAR_QK], norm = 0.0;
+        uint8_t turned[OSCAR_QK], w[OSCAR_QK];
+        uint8_t * b = out + ib * nbytes;
+        if (!oscar_tcq_prepare(s, x + ib * OSCAR_QK, u, &norm, b)) continue;
+        if (s == 2) {  // oscar_tcq_encode's two passes, each inlined with its constant width
+            oscar_tcq_viterbi(2, tcq_cbs[0], u, OSCAR_QK / 2, -1, turned);
+            oscar_tcq_viterbi(2, tcq_cbs[0], u, 0, oscar_tcq_seam(2, turned), w);
+        } else {
+            oscar_tcq_viterbi(3, tcq_cbs[1], u, OSCAR_QK / 2, -1, turned);
+            oscar_tcq_viterbi(3, tcq_cbs[1], u, 0, oscar_tcq_seam(3, turned), w);
+        }
+        oscar_tcq_pack(s, tcq_cb(s), norm, w, b);
     }
-}
-
-size_t oscar2_quantize(const float * src, void * dst, int64_t nrows, int64_t n_per_row, const float * imatrix) {
-    (void) imatrix;  // KV data has no importance matrix
-    oscar2_quantize_row(src, dst, nrows * n_per_row);
-    return (size_t) (nrows * n_per_row / OSCAR_QK) * OSCAR2_BLOCK_BYTES;
 }
 
 // Decoding runs for every cached row a CPU attention step reads, so elements come 16 at a time from one 64-bit
 // piece of the circle (oscar_tcq_bits) by constant shifts: no per-element byte loads or wrap tests.
-static void tcq_decode_block(const uint8_t * b, float * y) {
-    const float d = oscar_half_to_float(oscar_block_scale(b));
+static void tcq_decode_block(int s, const uint8_t * b, float * y) {
+    const float   d  = oscar_half_to_float(oscar_block_scale(b));
+    const float * cb = tcq_cb(s);
     for (int g = 0; g < 4; g++) {
-        const uint64_t v = oscar_tcq_bits(b + 2, g);
-        for (int k = 0; k < 16; k++) y[16 * g + k] = d * oscar_tcq_cb[(v >> (2 * k)) & (OSCAR_TCQ_STATES - 1)];
+        const uint64_t v = oscar_tcq_bits(s, b + 2, g);
+        for (int k = 0; k < 16; k++) y[16 * g + k] = d * cb[(v >> (s * k)) & (OSCAR_TCQ_STATES - 1)];
     }
 }
 
 #ifdef OSCAR_X86
-// Four elements per lookup: the 14 stream bits from 2j are the windows of elements j .. j + 3, so a table of their
-// 16384 value quadruples in half precision (128 KB, filled when the library loads; the codebook is exact in halves)
-// quarters the lookups, and F16C widens 8 values at once. On an AMD EPYC (Zen 4) 0.008 us per block against 0.020
-// for a 1024-entry table of float pairs and 0.013 for the scalar 2-bit code it replaced, also when the blocks stream
-// from memory (scripts/tcq_speed.py times the library).
+// oscar2: several elements per lookup from a table of halves (the codebook is exact in half precision), widened by
+// F16C: the 14 stream bits from 2j are the windows of elements j .. j + 3, so a table of their 16384 value
+// quadruples (128 KB) quarters the lookups: on an AMD EPYC (Zen 4) 0.008 us per block against 0.020 for a 1024-entry
+// table of float pairs and 0.013 for the scalar 2-bit code it replaced, also when the blocks stream from memory
+// (scripts/tcq_speed.py times the library). oscar3's quadruples would need 17 bits (1 MB): it gathers instead.
 #define TCQ_QUADS (1 << (OSCAR_TCQ_L + 6))
 static uint16_t tcq_quads[TCQ_QUADS][4];
 
 __attribute__((constructor)) static void tcq_quads_init(void) {
     for (int w = 0; w < TCQ_QUADS; w++) {
-        for (int e = 0; e < 4; e++) tcq_quads[w][e] = oscar_float_to_half_sat(oscar_tcq_cb[(w >> (2 * e)) & (OSCAR_TCQ_STATES - 1)]);
+        for (int e = 0; e < 4; e++) tcq_quads[w][e] = oscar_float_to_half_sat(tcq_cb2[(w >> (2 * e)) & (OSCAR_TCQ_STATES - 1)]);
     }
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void tcq_decode_block_f16c(const uint8_t * b, float * y) {
+__attribute__((target("avx2,fma,f16c"))) static void tcq2_decode_block_f16c(const uint8_t * b, float * y) {
     const __m256 d = _mm256_set1_ps(oscar_half_to_float(oscar_block_scale(b)));
     for (int g = 0; g < 4; g++) {
-        const uint64_t v = oscar_tcq_bits(b + 2, g);
+        const uint64_t v = oscar_tcq_bits(2, b + 2, g);
         for (int k = 0; k < 16; k += 8) {  // elements 16g + k .. + 7: quadruples at stream bits 2k and 2k + 8
             uint64_t lo, hi;
             memcpy(&lo, tcq_quads[(v >> (2 * k)) & (TCQ_QUADS - 1)], 8);
@@ -148,6 +225,22 @@ __attribute__((target("avx2,fma,f16c"))) static void tcq_decode_block_f16c(const
     }
 }
 
+// oscar3 by gathers from the float codebook: the 8 windows of elements 8m .. 8m + 7 lie in the 29 stream bits from
+// bit 24m, i.e. in the 32 bits from code byte 3m.
+OSCAR_AVX2 static void tcq3_decode_block_avx2(const uint8_t * b, float * y) {
+    const __m256  d     = _mm256_set1_ps(oscar_half_to_float(oscar_block_scale(b)));
+    const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21), mask = _mm256_set1_epi32(OSCAR_TCQ_STATES - 1);
+    uint8_t qs[28];  // the circle's first 4 bytes repeated after its 24
+    memcpy(qs, b + 2, 24);
+    memcpy(qs + 24, b + 2, 4);
+    for (int m = 0; m < 8; m++) {
+        uint32_t x;
+        memcpy(&x, qs + 3 * m, 4);
+        const __m256i w = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int) x), shift), mask);
+        _mm256_storeu_ps(y + 8 * m, _mm256_mul_ps(d, _mm256_i32gather_ps(tcq_cb3, w, 4)));
+    }
+}
+
 static int have_f16c(void) {
     static int cached = -1;
     if (cached < 0) cached = oscar_have_avx2() && __builtin_cpu_supports("f16c");
@@ -155,13 +248,30 @@ static int have_f16c(void) {
 }
 #endif
 
-void oscar2_dequantize_row(const void * x, float * y, int64_t n) {
-    const uint8_t * in = (const uint8_t *) x;
+static void tcq_dequantize_row(int s, const void * x, float * y, int64_t n) {
+    const uint8_t * in     = (const uint8_t *) x;
+    const size_t    nbytes = oscar_block_bytes(s);
 #ifdef OSCAR_X86
     if (have_f16c()) {
-        for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) tcq_decode_block_f16c(in + ib * OSCAR2_BLOCK_BYTES, y + ib * OSCAR_QK);
+        for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
+            if (s == 2) tcq2_decode_block_f16c(in + ib * nbytes, y + ib * OSCAR_QK);
+            else        tcq3_decode_block_avx2(in + ib * nbytes, y + ib * OSCAR_QK);
+        }
         return;
     }
 #endif
-    for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) tcq_decode_block(in + ib * OSCAR2_BLOCK_BYTES, y + ib * OSCAR_QK);
+    for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) tcq_decode_block(s, in + ib * nbytes, y + ib * OSCAR_QK);
 }
+
+#define OSCAR_TCQ_ROW_FUNCS(B)                                                                              \
+    void oscar##B##_quantize_row(const float * x, void * y, int64_t n) { tcq_quantize_row(B, x, y, n); }     \
+    void oscar##B##_dequantize_row(const void * x, float * y, int64_t n) { tcq_dequantize_row(B, x, y, n); } \
+    size_t oscar##B##_quantize(const float * src, void * dst, int64_t nrows, int64_t n_per_row,            \
+                               const float * imatrix) {                                                     \
+        (void) imatrix; /* KV data has no importance matrix */                                               \
+        tcq_quantize_row(B, src, dst, nrows * n_per_row);                                                    \
+        return (size_t) (nrows * n_per_row / OSCAR_QK) * OSCAR##B##_BLOCK_BYTES;                             \
+    }
+
+OSCAR_TCQ_ROW_FUNCS(2)
+OSCAR_TCQ_ROW_FUNCS(3)

@@ -15,12 +15,12 @@ def bits_per_element(kind: str) -> float:
 
 
 def codebook(kind: str) -> np.ndarray:
-    """The values an OScaR type's codes stand for: oscar3/oscar4's Lloyd-Max levels (ascending), oscar2's 256
+    """The values an OScaR type's codes stand for: oscar4's Lloyd-Max levels (ascending), oscar2's and oscar3's 256
     trellis entries (indexed by an element's 8-bit window)."""
     t = oscar_type(kind)
     ffi, lib = _native.lib()
-    if t.oscar_bits == 2:
-        return np.frombuffer(ffi.buffer(lib.oscar_tcq_codebook(), 4 << 8), dtype=np.float32).copy()
+    if t.oscar_bits in (2, 3):
+        return np.frombuffer(ffi.buffer(lib.oscar_tcq_codebook(t.oscar_bits), 4 << 8), dtype=np.float32).copy()
     return np.frombuffer(ffi.buffer(lib.oscar_levels(t.oscar_bits), 4 << t.oscar_bits), dtype=np.float32).copy()
 
 

@@ -160,6 +160,7 @@ stage_ours() {  # our caches over the 8B-shaped model (scripts/peer_bench_report
     bench8b ours-q4_0 $bin $W/llama8b.gguf -ctk q4_0 -ctv q4_0
     bench8b ours-oscar2-bare $bin $W/llama8b.gguf -ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0
     bench8b ours-oscar2 $bin $W/llama8b-cal.gguf -ctk oscar2 -ctv oscar2
+    bench8b ours-oscar3-bare $bin $W/llama8b.gguf -ctk oscar3 -ctv oscar3 --oscar-sinks 0 --oscar-window 0
     bench8b ours-oscar3 $bin $W/llama8b-cal.gguf -ctk oscar3 -ctv oscar3
 }
 
@@ -183,8 +184,10 @@ stage_baseline() {  # the commit gpu_bundle.py --baseline packed, built beside o
     bench8b base-q4_0 $bb/bin $W/llama8b.gguf -ctk q4_0 -ctv q4_0
     bench8b base-oscar2-bare $bb/bin $W/llama8b.gguf -ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0
     bench8b base-oscar2 $bb/bin $W/llama8b-cal.gguf -ctk oscar2 -ctv oscar2
+    bench8b base-oscar3-bare $bb/bin $W/llama8b.gguf -ctk oscar3 -ctv oscar3 --oscar-sinks 0 --oscar-window 0
+    bench8b base-oscar3 $bb/bin $W/llama8b-cal.gguf -ctk oscar3 -ctv oscar3
     for b in ours:$OSCAR_GGUF_CACHE/build/wheel-cuda/bin base:$bb/bin; do  # the decode kernel alone at 128K
-        ${b#*:}/test-backend-ops perf -b CUDA0 -o FLASH_ATTN_EXT -p "kv=131072.*type_K=(f16|oscar2)," 2>&1 \
+        ${b#*:}/test-backend-ops perf -b CUDA0 -o FLASH_ATTN_EXT -p "kv=131072.*type_K=(f16|oscar2|oscar3)," 2>&1 \
             | sed 's/\x1b\[[0-9;]*m//g' | grep FLASH_ATTN_EXT | sed "s/^/${b%%:*} /" >> $res/baseline-attn.txt
     done
 }
@@ -212,20 +215,22 @@ stage_peer() {  # issue 14 item 4: the peer fork built beside ours and llama-ben
     fi
 }
 
-stage_setrows() {  # the oscar2 cache write of decode steps under Nsight Compute, ours and (after "baseline") the
-    # baseline build: duration per launch, then ours' issue statistics (docs/gpu-tcq-setrows-h100.txt)
+stage_setrows() {  # the oscar2 and oscar3 cache writes of decode steps under Nsight Compute, ours and (after
+    # "baseline") the baseline build: duration per launch, then ours' oscar2 issue statistics (docs/gpu-tcq-setrows-h100.txt)
     local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
     models8b || return 1
-    local bench="-m $W/llama8b.gguf -ngl 99 -fa 1 -r 1 --no-warmup -d 0 -p 0 -n 1 -ctk oscar2 -ctv oscar2 --oscar-sinks 0 --oscar-window 0"
-    for who in ours:$bin base:$W/baseline-build/bin; do
-        [ -x ${who#*:}/llama-bench ] || continue
-        echo "=== ${who%%:*}"
-        ncu --kernel-name regex:set_rows -c 6 --section SpeedOfLight --section LaunchStats ${who#*:}/llama-bench $bench 2>&1 \
-            | grep -E "k_set_rows|Duration|Grid Size|Block Size|Registers" | sed 's/(const float \*.*) (/(/'
+    local bench="-m $W/llama8b.gguf -ngl 99 -fa 1 -r 1 --no-warmup -d 0 -p 0 -n 1 --oscar-sinks 0 --oscar-window 0"
+    for t in oscar2 oscar3; do
+        for who in ours:$bin base:$W/baseline-build/bin; do
+            [ -x ${who#*:}/llama-bench ] || continue
+            echo "=== ${who%%:*} $t"
+            ncu --kernel-name regex:set_rows -c 6 --section SpeedOfLight --section LaunchStats ${who#*:}/llama-bench $bench -ctk $t -ctv $t 2>&1 \
+                | grep -E "k_set_rows|Duration|Grid Size|Block Size|Registers" | sed 's/(const float \*.*) (/(/'
+        done
     done > $res/gpu-tcq-setrows.txt
     { echo; echo "# ours, one launch: WarpStateStats, SchedulerStats, ComputeWorkloadAnalysis, InstructionStats"
       ncu --kernel-name regex:set_rows -c 1 --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
-          --section InstructionStats $bin/llama-bench $bench 2>&1 \
+          --section InstructionStats $bin/llama-bench $bench -ctk oscar2 -ctv oscar2 2>&1 \
           | grep -E "Ipc|Issue Slots|Eligible|Active Warps|Warp Cycles|Executed Instructions|Issued Instructions|Avg. Active"
     } >> $res/gpu-tcq-setrows.txt
     log "setrows profile done"
@@ -318,7 +323,7 @@ stage_profile() {  # Nsight Compute on the decode kernel at 128K, per type (PROF
     bash scripts/gpu_profile_summary.sh $res/profile.txt > $res/gpu-profile.md
 }
 
-stage_tcq() {  # oscar2's trellis code on CUDA against the CPU, exactly (scripts/gpu_tcq_check.cpp): SET_ROWS and CPY
+stage_tcq() {  # oscar2's and oscar3's trellis codes on CUDA against the CPU, exactly (scripts/gpu_tcq_check.cpp): SET_ROWS and CPY
     # bytes, GET_ROWS / CPY / convert.cu decodes; after "build", no feed call needed
     local bin=$OSCAR_GGUF_CACHE/build/wheel-cuda/bin
     local inc=$W/llama-cpp-python/vendor/llama.cpp/ggml/include

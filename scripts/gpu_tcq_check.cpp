@@ -1,7 +1,7 @@
-// oscar2 (the bitshift trellis) on CUDA against the CPU, exactly: the bytes CUDA's SET_ROWS and CPY F32 -> oscar2
-// write must be the bytes the CPU writes (ggml_quantize_chunk, i.e. native oscar2_quantize_row), block for block, and
-// every CUDA decoder of oscar2 (GET_ROWS, CPY oscar2 -> F32, convert.cu's to_fp32/to_fp16/to_bf16, contiguous and
-// not) must give the CPU's decode (type traits to_float; halves and bfloat16s rounded from it to nearest even).
+// oscar2 and oscar3 (the bitshift trellis codes) on CUDA against the CPU, exactly: the bytes CUDA's SET_ROWS and CPY
+// F32 -> oscarN write must be the bytes the CPU writes (ggml_quantize_chunk, i.e. native oscarN_quantize_row), block
+// for block, and every CUDA decoder (GET_ROWS, CPY oscarN -> F32, convert.cu's to_fp32/to_fp16/to_bf16, contiguous
+// and not) must give the CPU's decode (type traits to_float; halves and bfloat16s rounded from it to nearest even).
 // test-backend-ops compares SET_ROWS by NMSE, which a different path of similar error would pass; this does not.
 //
 // Rows: random Gaussian at many scales, adversarial blocks (zeros, -0, NaN, +-Inf, FLT_MAX, subnormals, huge and
@@ -39,8 +39,19 @@
 #include <string>
 #include <vector>
 
-static const int    QK = 64, BB = 18;  // oscar2 block: 64 elements, 18 bytes
-static const ggml_type OSCAR2 = GGML_TYPE_OSCAR2;  // the patched ggml.h (patches/0001)
+static const int QK = 64;  // elements of a block
+
+// The codes checked: ggml type (the patched ggml.h, patches/0001), bits per element s (a block is 2 + 8s bytes: the
+// fp16 scale, then a circular stream of 64s bits) and codebook.
+static const float cb2[256] = { OSCAR_TCQ2_CODEBOOK }, cb3[256] = { OSCAR_TCQ3_CODEBOOK };
+struct code {
+    ggml_type     type;
+    int           s;
+    const char *  name;
+    const float * cb;
+    int bytes() const { return 2 + 8 * s; }
+};
+static const code CODES[] = { { GGML_TYPE_OSCAR2, 2, "oscar2", cb2 }, { GGML_TYPE_OSCAR3, 3, "oscar3", cb3 } };
 
 static int n_pass = 0, n_fail = 0;
 
@@ -76,8 +87,7 @@ static float subnormal(std::mt19937_64 & rng) {  // a random nonzero subnormal f
 
 static float to_f16_and_back(float f) { return ggml_fp16_to_fp32(ggml_fp32_to_fp16(f)); }
 
-static blocks make_blocks() {
-    static const float cb[256] = { OSCAR_TCQ_CODEBOOK };
+static blocks make_blocks(const code & c) {
     blocks B;
     std::mt19937_64 rng(20261203);
     std::normal_distribution<float> N(0.0f, 1.0f);
@@ -114,7 +124,7 @@ static blocks make_blocks() {
     gen("subnormal + one large", 10, [&](int j) { return j == 30 ? 1.0f : subnormal(rng); });
     gen("one subnormal", 6, [&](int j) { return j == 7 ? subnormal(rng) : 0.0f; });
     // cost ties: constant, periodic, mirrored, one-hot rows
-    for (float c : { 1.0f, -1.0f, 0.5f, 7.0f, 1e-30f, 2.5e30f }) gen("constant " + std::to_string(c), 1, [&](int) { return c; });
+    for (float k : { 1.0f, -1.0f, 0.5f, 7.0f, 1e-30f, 2.5e30f }) gen("constant " + std::to_string(k), 1, [&](int) { return k; });
     gen("alternating", 1, [](int j) { return j % 2 ? -1.0f : 1.0f; });
     gen("ramp", 1, [](int j) { return (float) j; });
     gen("centred ramp", 1, [](int j) { return j - 31.5f; });
@@ -136,13 +146,14 @@ static blocks make_blocks() {
     gen("few levels", 40, [&](int) { return (float) ((int) (rng() % 5) - 2); });
     // values on the trellis' own paths (a random closed stream, its windows' codebook values), exact and noisy
     for (int i = 0; i < 60; i++) {
-        uint8_t qs[16];
+        const int n = 8 * c.s;  // stream bytes; the window of element j: 8 bits from bit sj, wrapping
+        std::vector<uint8_t> qs(n);
         for (auto & q : qs) q = (uint8_t) rng();
         const float noise = i < 30 ? 0.0f : 0.01f;
         gen(noise == 0.0f ? "codebook path" : "codebook path + noise", 1, [&](int j) {
-            const int b = j / 4;
-            const unsigned w = ((unsigned) qs[b] | (unsigned) qs[(b + 1) % 16] << 8) >> (2 * (j % 4));
-            return cb[w & 255] + noise * N(rng);
+            const int b = c.s * j / 8;
+            const unsigned w = ((unsigned) qs[b] | (unsigned) qs[(b + 1) % n] << 8) >> (c.s * j % 8);
+            return c.cb[w & 255] + noise * N(rng);
         });
     }
     // real-looking: heavy tails, outlier channels, offsets, fp16-rounded values
@@ -211,20 +222,20 @@ static bool run(ggml_backend_t be, graph_ctx & g, ggml_tensor * out, const std::
 // ---- checks ------------------------------------------------------------------------------------------------------
 
 // CPU bytes of rows of `ne0` floats
-static std::vector<uint8_t> cpu_quantize(const float * x, int64_t nrows, int64_t ne0) {
-    std::vector<uint8_t> q(nrows * ne0 / QK * BB);
-    ggml_quantize_chunk(OSCAR2, x, q.data(), 0, nrows, ne0, nullptr);
+static std::vector<uint8_t> cpu_quantize(const code & c, const float * x, int64_t nrows, int64_t ne0) {
+    std::vector<uint8_t> q(nrows * ne0 / QK * c.bytes());
+    ggml_quantize_chunk(c.type, x, q.data(), 0, nrows, ne0, nullptr);
     return q;
 }
 
-static std::vector<float> cpu_decode(const uint8_t * q, int64_t n) {
+static std::vector<float> cpu_decode(const code & c, const uint8_t * q, int64_t n) {
     std::vector<float> y(n);
-    ggml_get_type_traits(OSCAR2)->to_float(q, y.data(), n);
+    ggml_get_type_traits(c.type)->to_float(q, y.data(), n);
     return y;
 }
 
 static void compare_blocks(const std::string & what, const blocks & B, const uint8_t * gpu, const uint8_t * cpu,
-                           const std::vector<int> & block_of) {
+                           const std::vector<int> & block_of, const int BB) {
     long bad = 0;
     std::string first;
     for (size_t i = 0; i < block_of.size(); i++) {
@@ -284,24 +295,16 @@ static void compare_f32(const std::string & what, const float * gpu, const float
     report(what, bad, n, first);
 }
 
-int main(int argc, char ** argv) {
-    setvbuf(stdout, nullptr, _IOLBF, 0);  // every line reaches the log, also when something aborts later
-#ifdef OSCAR_CHECK_ON_CPU
-    ggml_backend_t be = ggml_backend_cpu_init();
-#else
-    ggml_backend_t be = ggml_backend_cuda_init(0);
-#endif
-    if (!be) {
-        fprintf(stderr, "no CUDA device\n");
-        return 2;
-    }
-    const blocks B = make_blocks();
+// Every check of one code.
+static void check(ggml_backend_t be, const code & c, int argc, char ** argv) {
+    const int BB = c.bytes();
+    const blocks B = make_blocks(c);
     const int64_t ne0 = 2 * QK;          // two blocks per row
     const int64_t R   = B.n() / 2;       // rows
-    printf("%d blocks (%lld rows of %lld)\n", B.n(), (long long) R, (long long) ne0);
-    const std::vector<uint8_t> ref = cpu_quantize(B.x.data(), R, ne0);
+    printf("%s: %d blocks (%lld rows of %lld)\n", c.name, B.n(), (long long) R, (long long) ne0);
+    const std::vector<uint8_t> ref = cpu_quantize(c, B.x.data(), R, ne0);
 
-    // 1. SET_ROWS F32 -> oscar2, rows scattered into a larger destination; rows not written keep their bytes
+    // 1. SET_ROWS F32 -> the code, rows scattered into a larger destination; rows not written keep their bytes
     {
         const int64_t R2 = R + 37;
         std::vector<int64_t> perm(R2);
@@ -312,7 +315,7 @@ int main(int argc, char ** argv) {
         for (int it = 0; it < 2; it++) {  // I64 and I32 row indices
             graph_ctx g(8);
             ggml_tensor * src = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, ne0, R);
-            ggml_tensor * dst = ggml_new_tensor_2d(g.ctx, OSCAR2, ne0, R2);
+            ggml_tensor * dst = ggml_new_tensor_2d(g.ctx, c.type, ne0, R2);
             ggml_tensor * ix  = ggml_new_tensor_1d(g.ctx, it == 0 ? GGML_TYPE_I64 : GGML_TYPE_I32, R);
             ggml_tensor * out = ggml_set_rows(g.ctx, dst, src, ix);
             g.buf = ggml_backend_alloc_ctx_tensors(g.ctx, be);
@@ -324,7 +327,7 @@ int main(int argc, char ** argv) {
                 std::vector<int32_t> i32(idx.begin(), idx.end());
                 ggml_backend_tensor_set(ix, i32.data(), 0, ggml_nbytes(ix));
             }
-            const std::string what = std::string("SET_ROWS F32 -> oscar2 bytes (") + (it ? "I32" : "I64") + " rows)";
+            const std::string what = std::string("SET_ROWS F32 -> ") + c.name + " bytes (" + (it ? "I32" : "I64") + " rows)";
             if (!run(be, g, out, what)) continue;
             std::vector<uint8_t> got(ggml_nbytes(dst));
             ggml_backend_tensor_get(dst, got.data(), 0, got.size());
@@ -336,7 +339,7 @@ int main(int argc, char ** argv) {
                 block_of.push_back((int) (2 * r));
                 block_of.push_back((int) (2 * r + 1));
             }
-            compare_blocks(what, B, gpu.data(), ref.data(), block_of);
+            compare_blocks(what, B, gpu.data(), ref.data(), block_of, BB);
             long touched = 0;
             for (int64_t r = R; r < R2; r++) {
                 for (size_t k = 0; k < rb; k++) touched += got[perm[r] * rb + k] != 0xab;
@@ -345,61 +348,64 @@ int main(int argc, char ** argv) {
         }
     }
 
-    // 2. CPY F32 -> oscar2 (K-shift's requantization), from a strided view: rows of 128 out of rows of 192
+    // 2. CPY F32 -> the code (K-shift's requantization), from a strided view: rows of 128 out of rows of 192
     {
+        const std::string what = std::string("CPY F32 -> ") + c.name + " bytes (strided rows)";
         graph_ctx g(8);
         ggml_tensor * big = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, ne0 + QK, R);
         ggml_tensor * src = ggml_view_2d(g.ctx, big, ne0, R, big->nb[1], 0);
-        ggml_tensor * dst = ggml_new_tensor_2d(g.ctx, OSCAR2, ne0, R);
+        ggml_tensor * dst = ggml_new_tensor_2d(g.ctx, c.type, ne0, R);
         ggml_tensor * out = ggml_cpy(g.ctx, src, dst);
         g.buf = ggml_backend_alloc_ctx_tensors(g.ctx, be);
         std::vector<float> xb((ne0 + QK) * R, 12345.0f);
         for (int64_t r = 0; r < R; r++) memcpy(xb.data() + r * (ne0 + QK), B.x.data() + r * ne0, ne0 * sizeof(float));
         ggml_backend_tensor_set(big, xb.data(), 0, ggml_nbytes(big));
-        if (run(be, g, out, "CPY F32 -> oscar2 bytes (strided rows)")) {
+        if (run(be, g, out, what)) {
             std::vector<uint8_t> got(ggml_nbytes(dst));
             ggml_backend_tensor_get(dst, got.data(), 0, got.size());
             std::vector<int> block_of(B.n());
             for (int i = 0; i < B.n(); i++) block_of[i] = i;
-            compare_blocks("CPY F32 -> oscar2 bytes (strided rows)", B, got.data(), ref.data(), block_of);
+            compare_blocks(what, B, got.data(), ref.data(), block_of, BB);
         }
     }
 
     // the decoders read the CPU's bytes
-    const std::vector<float> dec = cpu_decode(ref.data(), R * ne0);
+    const std::vector<float> dec = cpu_decode(c, ref.data(), R * ne0);
 
-    // 3. GET_ROWS oscar2 -> F32 (rows picked out of order, some twice)
+    // 3. GET_ROWS the code -> F32 (rows picked out of order, some twice)
     {
+        const std::string what = std::string("GET_ROWS ") + c.name + " -> F32";
         graph_ctx g(8);
         const int64_t n = R + R / 3;
         std::vector<int32_t> idx(n);
         for (int64_t i = 0; i < n; i++) idx[i] = (int32_t) ((i * 7919) % R);
-        ggml_tensor * src = ggml_new_tensor_2d(g.ctx, OSCAR2, ne0, R);
+        ggml_tensor * src = ggml_new_tensor_2d(g.ctx, c.type, ne0, R);
         ggml_tensor * ix  = ggml_new_tensor_1d(g.ctx, GGML_TYPE_I32, n);
         ggml_tensor * out = ggml_get_rows(g.ctx, src, ix);
         g.buf = ggml_backend_alloc_ctx_tensors(g.ctx, be);
         ggml_backend_tensor_set(src, ref.data(), 0, ggml_nbytes(src));
         ggml_backend_tensor_set(ix, idx.data(), 0, ggml_nbytes(ix));
-        if (run(be, g, out, "GET_ROWS oscar2 -> F32")) {
+        if (run(be, g, out, what)) {
             std::vector<float> got(n * ne0), want(n * ne0);
             ggml_backend_tensor_get(out, got.data(), 0, ggml_nbytes(out));
             for (int64_t i = 0; i < n; i++) memcpy(want.data() + i * ne0, dec.data() + idx[i] * ne0, ne0 * sizeof(float));
-            compare_f32("GET_ROWS oscar2 -> F32", got.data(), want.data(), n * ne0);
+            compare_f32(what, got.data(), want.data(), n * ne0);
         }
     }
 
-    // 4. CPY oscar2 -> F32
+    // 4. CPY the code -> F32
     {
+        const std::string what = std::string("CPY ") + c.name + " -> F32";
         graph_ctx g(8);
-        ggml_tensor * src = ggml_new_tensor_2d(g.ctx, OSCAR2, ne0, R);
+        ggml_tensor * src = ggml_new_tensor_2d(g.ctx, c.type, ne0, R);
         ggml_tensor * dst = ggml_new_tensor_2d(g.ctx, GGML_TYPE_F32, ne0, R);
         ggml_tensor * out = ggml_cpy(g.ctx, src, dst);
         g.buf = ggml_backend_alloc_ctx_tensors(g.ctx, be);
         ggml_backend_tensor_set(src, ref.data(), 0, ggml_nbytes(src));
-        if (run(be, g, out, "CPY oscar2 -> F32")) {
+        if (run(be, g, out, what)) {
             std::vector<float> got(R * ne0);
             ggml_backend_tensor_get(dst, got.data(), 0, ggml_nbytes(dst));
-            compare_f32("CPY oscar2 -> F32", got.data(), dec.data(), R * ne0);
+            compare_f32(what, got.data(), dec.data(), R * ne0);
         }
     }
 
@@ -428,19 +434,19 @@ int main(int argc, char ** argv) {
             for (int64_t r = 0; r < R4; r++) {
                 for (int64_t k = 0; k < ne3; k++) x3[r * ne3 + k] = B.x[(r * ne3 + k) % B.x.size()];
             }
-            const std::vector<uint8_t> q3 = cpu_quantize(x3.data(), R4, ne3);
-            const std::vector<float>   d3 = cpu_decode(q3.data(), R4 * ne3);
+            const std::vector<uint8_t> q3 = cpu_quantize(c, x3.data(), R4, ne3);
+            const std::vector<float>   d3 = cpu_decode(c, q3.data(), R4 * ne3);
             void * dq = nullptr, * dy = nullptr;
             cudaMalloc(&dq, q3.size());
             cudaMalloc(&dy, d3.size() * sizeof(float));
             cudaMemcpy(dq, q3.data(), q3.size(), cudaMemcpyHostToDevice);
             for (int t = 0; t < 3; t++) {
                 for (int nc = 0; nc < 2; nc++) {
-                    const std::string what = std::string("convert oscar2 -> ") + kind[t] + (nc ? " (nc, strided)" : " (contiguous)");
+                    const std::string what = std::string("convert ") + c.name + " -> " + kind[t] + (nc ? " (nc, strided)" : " (contiguous)");
                     get_t get = (get_t) dlsym(h, nc ? nc_names[t] : cont_names[t]);
-                    void * fn = get ? get(OSCAR2) : nullptr;
+                    void * fn = get ? get(c.type) : nullptr;
                     if (!fn) {
-                        report(what, 1, 1, get ? "no converter for oscar2" : "symbol not found");
+                        report(what, 1, 1, get ? "no converter for the type" : "symbol not found");
                         continue;
                     }
                     std::vector<float> want;
@@ -481,6 +487,20 @@ int main(int argc, char ** argv) {
     GGML_UNUSED(argc);
     GGML_UNUSED(argv);
 #endif
+}
+
+int main(int argc, char ** argv) {
+    setvbuf(stdout, nullptr, _IOLBF, 0);  // every line reaches the log, also when something aborts later
+#ifdef OSCAR_CHECK_ON_CPU
+    ggml_backend_t be = ggml_backend_cpu_init();
+#else
+    ggml_backend_t be = ggml_backend_cuda_init(0);
+#endif
+    if (!be) {
+        fprintf(stderr, "no CUDA device\n");
+        return 2;
+    }
+    for (const code & c : CODES) check(be, c, argc, argv);
 
     ggml_backend_free(be);
     printf("%d passed, %d failed\n", n_pass, n_fail);

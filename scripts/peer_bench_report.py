@@ -27,6 +27,7 @@ CONFIGS = {
     "ours-f16": ("ours, f16", (0, 0)), "ours-q4_0": ("ours, q4_0", (0, 0)),
     "ours-oscar2-bare": ("ours, oscar2 bare (no tier, no calibration)", (0, 0)),
     "ours-oscar2": ("ours, oscar2 default (tier 1+128, calibration)", (1, 128)),
+    "ours-oscar3-bare": ("ours, oscar3 bare (no tier, no calibration)", (0, 0)),
     "ours-oscar3": ("ours, oscar3 default (tier 1+128, calibration)", (1, 128)),
     "peer-f16": ("peer, f16", (0, 0)), "peer-q4_0": ("peer, q4_0", (0, 0)),
     "peer-turbo2": ("peer, turbo2", (0, 0)), "peer-turbo3": ("peer, turbo3", (0, 0)),
@@ -34,6 +35,8 @@ CONFIGS = {
     "base-f16": ("baseline, f16", (0, 0)), "base-q4_0": ("baseline, q4_0", (0, 0)),
     "base-oscar2-bare": ("baseline, oscar2 bare", (0, 0)),
     "base-oscar2": ("baseline, oscar2 default (tier 1+128, calibration)", (1, 128)),
+    "base-oscar3-bare": ("baseline, oscar3 bare", (0, 0)),
+    "base-oscar3": ("baseline, oscar3 default (tier 1+128, calibration)", (1, 128)),
 }
 BUILDS = {"ours": "ours", "peer": "the peer fork", "base": "a baseline commit of ours"}
 PREFILL_DEPTH = 32768

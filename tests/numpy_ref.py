@@ -1,6 +1,6 @@
-"""Pure-NumPy model of the scalar OScaR block format (DESIGN.md section 3; oscar3 and oscar4), written from the spec,
-not from the C. Its 2-bit case is the scalar Lloyd-Max code oscar2 had before the trellis (tests/tcq_ref.py models
-oscar2 now): the baseline the trellis is measured against."""
+"""Pure-NumPy model of the scalar OScaR block format (DESIGN.md section 3; oscar4), written from the spec, not from
+the C. Its 2- and 3-bit cases are the scalar Lloyd-Max codes oscar2 and oscar3 had before the trellis codes
+(tests/tcq_ref.py models those now): the baselines the trellis codes are measured against."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,5 @@
-"""The C codec against the NumPy models of the formats (numpy_ref: oscar3/oscar4's scalar code, tcq_ref: oscar2's
-trellis), the Lloyd-Max theory, and bad input."""
+"""The C codec against the NumPy models of the formats (numpy_ref: oscar4's scalar code, tcq_ref: oscar2's and
+oscar3's trellis codes), the Lloyd-Max theory, and bad input."""
 import math
 
 import numpy as np
@@ -11,7 +11,8 @@ from oscar_gguf import codec
 from oscar_gguf.codebook import distortion, lloyd_max
 
 KINDS = {"oscar2": 2, "oscar3": 3, "oscar4": 4}
-SCALAR = {"oscar3": 3, "oscar4": 4}
+SCALAR = {"oscar4": 4}
+TRELLIS = {"oscar2": 2, "oscar3": 3}
 
 
 def adversarial_rows() -> np.ndarray:
@@ -32,14 +33,13 @@ def adversarial_rows() -> np.ndarray:
     return np.array(rows, dtype=np.float32)
 
 
-@pytest.mark.parametrize("bits", [3, 4])
-def test_codebook_matches_lloyd_iteration(bits):
-    kind = f"oscar{bits}"
-    np.testing.assert_allclose(codec.codebook(kind), lloyd_max(bits), rtol=0, atol=2e-7)
+def test_codebook_matches_lloyd_iteration():
+    np.testing.assert_allclose(codec.codebook("oscar4"), lloyd_max(4), rtol=0, atol=2e-7)
 
 
-def test_oscar2_codebook_is_the_trellis_table():
-    cb = codec.codebook("oscar2")
+@pytest.mark.parametrize("kind", TRELLIS)
+def test_trellis_codebooks_are_the_tables(kind):
+    cb = codec.codebook(kind)
     assert cb.shape == (256,) and np.isfinite(cb).all() and np.abs(cb).max() < 4
 
 
@@ -71,15 +71,16 @@ def test_c_matches_numpy_reference(kind, bits, data):
     np.testing.assert_array_equal(codec.dequantize(q, kind, x.shape[-1]).ravel(), ref.decode(q, bits))
 
 
+@pytest.mark.parametrize("kind,bits", TRELLIS.items())
 @pytest.mark.parametrize("data", ["gaussian", "adversarial", "uniform", "lowrank"])
-def test_oscar2_decodes_as_the_trellis_model(data):
-    """oscar2 rows decode as tcq_ref.decode of their streams (the encoder itself: tests/test_tcq_c.py)."""
-    x = rows_of(data, 2)
-    q = codec.quantize(x, "oscar2").reshape(-1, 18)
-    bits = np.unpackbits(q[:, 2:], axis=1, bitorder="little")
+def test_trellis_decodes_as_the_model(kind, bits, data):
+    """oscar2 and oscar3 rows decode as tcq_ref.decode of their streams (the encoder itself: tests/test_tcq_c.py)."""
+    x = rows_of(data, bits)
+    q = codec.quantize(x, kind).reshape(-1, 2 + 8 * bits)
+    stream = np.unpackbits(q[:, 2:], axis=1, bitorder="little")
     scale = q[:, :2].copy().view("<f2")[:, 0].astype(np.float32)
-    model = tcq_ref.decode(bits, codec.codebook("oscar2").astype(np.float64)).astype(np.float32)
-    np.testing.assert_array_equal(codec.dequantize(q, "oscar2", 64), scale[:, None] * model)
+    model = tcq_ref.decode(stream, codec.codebook(kind).astype(np.float64), bits).astype(np.float32)
+    np.testing.assert_array_equal(codec.dequantize(q, kind, 64), scale[:, None] * model)
 
 
 @pytest.mark.parametrize("kind,bits", SCALAR.items())
@@ -88,7 +89,7 @@ def test_gaussian_error_is_lloyd_max_distortion(kind, bits):
     y = codec.dequantize(codec.quantize(x, kind), kind, 64)
     rel = ((x - y) ** 2).sum() / (x ** 2).sum()
     # Scaling a row to norm 8 puts its entries on a sphere, whose tails are lighter than N(0,1)'s:
-    # measured 5 % and 6 % below the Lloyd-Max distortion for 3 and 4 bits (oscar2's trellis: test_tcq_c).
+    # measured 6 % below the Lloyd-Max distortion for 4 bits (the trellis codes: test_tcq_c).
     assert 0.92 * distortion(lloyd_max(bits)) <= rel <= 1.02 * distortion(lloyd_max(bits))
 
 

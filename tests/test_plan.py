@@ -97,9 +97,10 @@ def test_state_check_names_every_difference():
     assert "V type: saved 8, this cache 43" in err and "calibrated V: saved 0, this cache 1" in err
     assert "another one" in state_check(hdr(calib_hash=8), hdr())[1]
     assert "not saved by this oscar-gguf" in state_check(hdr(magic=2), hdr())[1]
-    # format 1 held oscar2's scalar code, whose bytes the trellis would read as noise
-    rc, err = state_check(hdr(version=1), hdr())
-    assert rc == -1 and "state format 1, this build reads 2" in err and "nothing was loaded" in err
+    # formats 1 and 2 held oscar2's / oscar3's scalar codes, whose bytes the trellis codes would read as noise
+    for old in (1, 2):
+        rc, err = state_check(hdr(version=old), hdr())
+        assert rc == -1 and f"state format {old}, this build reads 3" in err and "nothing was loaded" in err
 
 
 def test_state_slots_are_the_sequences_held_slots():
