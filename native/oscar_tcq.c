@@ -225,20 +225,26 @@ __attribute__((target("avx2,fma,f16c"))) static void tcq2_decode_block_f16c(cons
     }
 }
 
-// oscar3 by gathers from the float codebook: the 8 windows of elements 8m .. 8m + 7 lie in the 29 stream bits from
-// bit 24m, i.e. in the 32 bits from code byte 3m.
-OSCAR_AVX2 static void tcq3_decode_block_avx2(const uint8_t * b, float * y) {
-    const __m256  d     = _mm256_set1_ps(oscar_half_to_float(oscar_block_scale(b)));
-    const __m256i shift = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21), mask = _mm256_set1_epi32(OSCAR_TCQ_STATES - 1);
-    uint8_t qs[28];  // the circle's first 4 bytes repeated after its 24
-    memcpy(qs, b + 2, 24);
-    memcpy(qs + 24, b + 2, 4);
-    for (int m = 0; m < 8; m++) {
-        uint32_t x;
-        memcpy(&x, qs + 3 * m, 4);
-        const __m256i w = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int) x), shift), mask);
-        _mm256_storeu_ps(y + 8 * m, _mm256_mul_ps(d, _mm256_i32gather_ps(tcq_cb3, w, 4)));
+// oscar3: the 11 stream bits from 3j are the windows of elements j and j + 1, so a table of their 2048 value pairs
+// as floats (16 KB, filled when the library loads) halves the lookups, then the scale is one vector multiply. On an
+// AMD EPYC (Zen 4, busy) 0.019 us per block against 0.024 for AVX2 gathers from the codebook, 0.022 for one lookup an
+// element and 0.013 for the scalar 3-bit code it replaced (its quadruples would need 17 bits: 1 MB).
+#define TCQ3_PAIRS (1 << (OSCAR_TCQ_L + 3))
+static float tcq3_pairs[TCQ3_PAIRS][2];
+
+__attribute__((constructor)) static void tcq3_pairs_init(void) {
+    for (int w = 0; w < TCQ3_PAIRS; w++) {
+        for (int e = 0; e < 2; e++) tcq3_pairs[w][e] = tcq_cb3[(w >> (3 * e)) & (OSCAR_TCQ_STATES - 1)];
     }
+}
+
+OSCAR_AVX2 static void tcq3_decode_block_avx2(const uint8_t * b, float * y) {
+    const __m256 d = _mm256_set1_ps(oscar_half_to_float(oscar_block_scale(b)));
+    for (int g = 0; g < 4; g++) {
+        const uint64_t v = oscar_tcq_bits(3, b + 2, g);
+        for (int k = 0; k < 16; k += 2) memcpy(y + 16 * g + k, tcq3_pairs[(v >> (3 * k)) & (TCQ3_PAIRS - 1)], 8);
+    }
+    for (int i = 0; i < OSCAR_QK; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(d, _mm256_loadu_ps(y + i)));
 }
 
 static int have_f16c(void) {

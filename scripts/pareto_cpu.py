@@ -12,6 +12,7 @@ registry model's calibrated copy, read by both builds (the peer ignores the osca
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -98,6 +99,18 @@ def report_head(a: argparse.Namespace, model: Path, corpus, script: str) -> dict
             "chunks": a.chunks, "note": a.note, "command": f"python3 scripts/{script} " + " ".join(sys.argv[1:])}
 
 
+def updated(old: dict, new: dict) -> dict:
+    """old's report with new's rows in place of the rows of the same build and label; new's run listed under
+    "updates". Refused when the two runs did not read the same model, text, context and chunks."""
+    for k in ("model", "text", "ctx", "chunks"):
+        if old[k] != new[k]:
+            raise SystemExit(f"--update: the report has {k} {old[k]!r}, this run {new[k]!r}; nothing was written")
+    done = {(r["build"], r["label"]) for r in new["rows"]}
+    rows = [r for r in old["rows"] if (r["build"], r["label"]) not in done] + new["rows"]
+    update = {"rows": sorted(f"{b} {label}" for b, label in done), "note": new["note"], "command": new["command"]}
+    return {**old, "rows": rows, "updates": old.get("updates", []) + [update]}
+
+
 def markdown(rep: dict) -> str:
     lines = [f"# KLD against effective bits, ours and the peer fork's: {rep['model']}, {rep['text']}, ctx {rep['ctx']}",
              "", rep["note"], "",
@@ -111,6 +124,8 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {r['build']} | {r['label']} | {r['bits']:.2f} | {r['kld']:.5f} | {r['kld_ci95']:.5f} | "
                      f"{ratio:.2f} | {r['ppl']:.3f} | {r['top1']:.2f} |")
     lines += ["", f"Command: `{rep['command']}`", ""]
+    for u in rep.get("updates", []):
+        lines += [f"Rerun later ({', '.join(u['rows'])}): {u['note']} Command: `{u['command']}`", ""]
     return "\n".join(lines)
 
 
@@ -147,7 +162,12 @@ def main() -> int:
     ap = run_options(__doc__, chunks=3)
     ap.add_argument("--peer-bin", type=Path, help="the peer's tools (default: build them)")
     ap.add_argument("--only", help="comma-separated cache labels to run (default: all), e.g. 'q4_0,oscar2,turbo2'")
+    ap.add_argument("--update", action="store_true",
+                    help="with --only: rerun those rows into OUT_PREFIX's report and keep its other rows (same model, "
+                         "text, ctx and chunks); the report lists each update's command and note")
     a = ap.parse_args()
+    if a.update and not (a.only and a.out.with_suffix(".json").exists()):
+        ap.error("--update reruns the rows --only names into an existing report")
     if a.replot:
         for p in reports.redraw(a.out, markdown, plot):
             print(p)
@@ -158,8 +178,10 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model, shape, corpus, text = prepare(a, Path(tmp))
+        picked = [j for j in [*OURS, *PEER] if only is None or j[1] in only]
+        builds = {j[0] for j in picked}  # each build's f16 is the base of its rows
         jobs = [j for j in [("ours", "f16", "", (0, 0)), *OURS, ("peer", "f16", "", (0, 0)), *PEER]
-                if only is None or j[1] == "f16" or j[1] in only]
+                if j in picked or (j[1] == "f16" and j[0] in builds)]
         for build, label, args, tier in tqdm(jobs, desc="llama-perplexity runs", unit="run"):
             bin_dir = a.ours_bin if build == "ours" else peer_bin
             base = Path(tmp) / f"{build}-f16.kld"
@@ -171,6 +193,8 @@ def main() -> int:
                          **parse(log)})
     rep = {**report_head(a, model, corpus, "pareto_cpu.py"), "head_dim_k": shape.head_dim_k,
            "head_dim_v": shape.head_dim_v, "rows": rows}
+    if a.update:
+        rep = updated(json.loads(a.out.with_suffix(".json").read_text()), rep)
     for p in reports.write(rep, a.out, markdown, plot):
         print(p)
     return 0
