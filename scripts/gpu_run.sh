@@ -141,9 +141,9 @@ stage_multigpu() {  # issue 16 on two GPUs (kind nvidia-h200-x2; needs the feed 
 bench8b() {  # NAME BIN MODEL ARGS...: llama-bench decode 64 at every depth and prefill 2048 at 32K, batch 1, all layers
     local name=$1 b=$2 m=$3; shift 3
     case " ${SKIP_BENCH:-} " in *" $name "*) log "llama-bench $name skipped (SKIP_BENCH)"; return;; esac
-    local common="-ngl 99 -fa 1 -r 1 -o jsonl"
-    $b/llama-bench -m $m $common -d 0,4096,32768,131072 -p 0 -n 64 "$@" > $res/peer-bench-$name.jsonl 2> $res/peer-bench-$name.log
-    $b/llama-bench -m $m $common -d 32768 -p 2048 -n 0 "$@" >> $res/peer-bench-$name.jsonl 2>> $res/peer-bench-$name.log
+    local common="-ngl 99 -fa 1 -r 1 -o jsonl"  # BENCH_DEPTHS, BENCH_PREFILL=0: a shorter run when device time is short
+    $b/llama-bench -m $m $common -d ${BENCH_DEPTHS:-0,4096,32768,131072} -p 0 -n 64 "$@" > $res/peer-bench-$name.jsonl 2> $res/peer-bench-$name.log
+    [ "${BENCH_PREFILL:-1}" = 0 ] || $b/llama-bench -m $m $common -d 32768 -p 2048 -n 0 "$@" >> $res/peer-bench-$name.jsonl 2>> $res/peer-bench-$name.log
     log "llama-bench $name rc=$? ($(wc -l < $res/peer-bench-$name.jsonl) rows)"
 }
 

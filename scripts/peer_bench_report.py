@@ -74,7 +74,7 @@ def build_report(results: Path, out: Path, head_dim: int, note: str) -> dict:
 
     anchors = [f"{b}-f16" for b in BUILDS]
     f16 = {d: max(v for v in (ts(a, d) for a in anchors) if v) for d in depths}
-    f16_pp = max(v for v in (ts(a, PREFILL_DEPTH, True) for a in anchors) if v)
+    f16_pp = max((v for v in (ts(a, PREFILL_DEPTH, True) for a in anchors) if v), default=None)  # BENCH_PREFILL=0
     table = []
     for label, run in runs.items():
         row = {"label": label, "what": run["what"], "decode": {}, "ratio": {}, "effective_bits": {}}
@@ -84,7 +84,7 @@ def build_report(results: Path, out: Path, head_dim: int, note: str) -> dict:
             row["ratio"][d] = v / f16[d] if v else None
             row["effective_bits"][d] = bits(run["type"], head_dim, d + 64, run["tier"])
         pp = ts(label, PREFILL_DEPTH, True)
-        row["prefill"], row["prefill_ratio"] = pp, (pp / f16_pp if pp else None)
+        row["prefill"], row["prefill_ratio"] = pp, (pp / f16_pp if pp and f16_pp else None)
         table.append(row)
     return {"machine": machine, "note": note, "head_dim": head_dim, "depths": depths, "fastest_f16": f16,
             "fastest_f16_prefill": f16_pp, "table": table, "runs": runs,
@@ -101,7 +101,8 @@ def markdown(rep: dict) -> str:
     lines = [f"# {title}, {rep['machine']}", "", rep["note"], "",
              "Ratios are to the fastest f16 among the builds at that depth (the anchor issue 14 asks for): "
              + ", ".join(f"{d // 1024}K {v:.1f}" for d, v in rep["fastest_f16"].items())
-             + f" tok/s; prefill {rep['fastest_f16_prefill']:.0f} tok/s. Effective bits per element at context "
+             + (f" tok/s; prefill {rep['fastest_f16_prefill']:.0f} tok/s" if rep["fastest_f16_prefill"] else " tok/s (no prefill run)")
+             + ". Effective bits per element at context "
              "depth + 64, the f16 tier included; the peer's types at its own rate (head size 128 is native to its "
              "blocks).", "", head, "|" + "---|" * (1 + 2 * len(ds) + 1)]
     for r in rep["table"]:
