@@ -188,7 +188,7 @@ def scalar_roundtrip(x: np.ndarray, s: int) -> np.ndarray:
 
 
 # Relative squared error against the scalar code on the same rows, over seeds 1000-1004 (2000 rows each): s = 2:
-# 0.697-0.704 (docs/tcq-mse.md: 0.703 for its L = 8 codebooks); s = 3: 0.676-0.687 (docs/tcq-mse-3bit.md: 0.676).
+# 0.697-0.704 (docs/tcq-mse.md: 0.703 for its L = 8 codebooks); s = 3: 0.676-0.687 (docs/tcq-mse-3bit.md: 0.680 for its L = 8 codebooks).
 GAIN = {2: 0.72, 3: 0.70}
 
 
