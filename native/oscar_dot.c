@@ -58,14 +58,14 @@ static inline float dot_row4(const void * x, const float * y, int64_t n) {
 
 #endif
 
-// oscar2, oscar3 (the trellis codes): each block decoded by its row decoder (the fastest path on this machine), then
-// dotted.
+// oscar2, oscar3 (the trellis codes): each block decoded by oscar_dequantize_row (the fastest path on this machine),
+// then dotted.
 static float tcq_dot_row(int bits, const void * x, const float * y, int64_t n) {
     const uint8_t * in     = (const uint8_t *) x;
     const size_t    nbytes = oscar_block_bytes(bits);
     float sum = 0.0f, v[OSCAR_QK];
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        (bits == 2 ? oscar2_dequantize_row : oscar3_dequantize_row)(in + ib * nbytes, v, OSCAR_QK);
+        oscar_dequantize_row(bits, in + ib * nbytes, v, OSCAR_QK);
         sum += dot64(v, y + ib * OSCAR_QK);
     }
     return sum;

@@ -169,19 +169,9 @@ static void tcq_quantize_row(int s, const float * x, void * y, int64_t n) {
     }
 #endif
     const size_t nbytes = oscar_block_bytes(s);
-    for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        double  u[OSCAR_QK], norm = 0.0;
-        uint8_t turned[OSCAR_QK], w[OSCAR_QK];
-        uint8_t * b = out + ib * nbytes;
-        if (!oscar_tcq_prepare(s, x + ib * OSCAR_QK, u, &norm, b)) continue;
-        if (s == 2) {  // oscar_tcq_encode's two passes, each inlined with its constant width
-            oscar_tcq_viterbi(2, tcq_cbs[0], u, OSCAR_QK / 2, -1, turned);
-            oscar_tcq_viterbi(2, tcq_cbs[0], u, 0, oscar_tcq_seam(2, turned), w);
-        } else {
-            oscar_tcq_viterbi(3, tcq_cbs[1], u, OSCAR_QK / 2, -1, turned);
-            oscar_tcq_viterbi(3, tcq_cbs[1], u, 0, oscar_tcq_seam(3, turned), w);
-        }
-        oscar_tcq_pack(s, tcq_cb(s), norm, w, b);
+    for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {  // each width inlined with its constant s
+        if (s == 2) oscar_tcq_quantize_block(2, tcq_cb2, tcq_cbs[0], x + ib * OSCAR_QK, out + ib * nbytes);
+        else        oscar_tcq_quantize_block(3, tcq_cb3, tcq_cbs[1], x + ib * OSCAR_QK, out + ib * nbytes);
     }
 }
 
@@ -201,7 +191,7 @@ static void tcq_decode_block(int s, const uint8_t * b, float * y) {
 // F16C: the 14 stream bits from 2j are the windows of elements j .. j + 3, so a table of their 16384 value
 // quadruples (128 KB) quarters the lookups: on an AMD EPYC (Zen 4) 0.008 us per block against 0.020 for a 1024-entry
 // table of float pairs and 0.013 for the scalar 2-bit code it replaced, also when the blocks stream from memory
-// (scripts/tcq_speed.py times the library). oscar3's quadruples would need 17 bits (1 MB): it gathers instead.
+// (scripts/tcq_speed.py times the library).
 #define TCQ_QUADS (1 << (OSCAR_TCQ_L + 6))
 static uint16_t tcq_quads[TCQ_QUADS][4];
 

@@ -136,7 +136,7 @@ OSCAR_HD int oscar_tcq_seam(int s, const uint8_t * turned) { return turned[OSCAR
 
 // The windows w[64] of the circular stream for u (two passes, as tcq_ref.encode with exact=False); cbs as
 // oscar_tcq_viterbi takes it.
-OSCAR_HD void oscar_tcq_encode(int s, const int32_t * cbs, const double * u, uint8_t * w) {
+OSCAR_HD_FLAT void oscar_tcq_encode(int s, const int32_t * cbs, const double * u, uint8_t * w) {
     uint8_t turned[OSCAR_QK];
     oscar_tcq_viterbi(s, cbs, u, OSCAR_QK / 2, -1, turned);
     oscar_tcq_viterbi(s, cbs, u, 0, oscar_tcq_seam(s, turned), w);
@@ -176,8 +176,9 @@ OSCAR_HD void oscar_tcq_pack(int s, const float * cb, double norm, const uint8_t
     out[1] = (uint8_t) (d >> 8);
 }
 
-// Quantize 64 floats into one block (format and conventions above); cbs: oscar_tcq_scaled_codebook(s, cb).
-OSCAR_HD void oscar_tcq_quantize_block(int s, const float * cb, const int32_t * cbs, const float * x, uint8_t * out) {
+// Quantize 64 floats into one block (format and conventions above); cbs: oscar_tcq_scaled_codebook(s, cb). Inlined
+// with the encoder, so a caller that passes a constant s gets the Viterbi shaped for it.
+OSCAR_HD_FLAT void oscar_tcq_quantize_block(int s, const float * cb, const int32_t * cbs, const float * x, uint8_t * out) {
     double  u[OSCAR_QK], norm = 0.0;
     uint8_t w[OSCAR_QK];
     if (!oscar_tcq_prepare(s, x, u, &norm, out)) return;
