@@ -43,13 +43,16 @@ OSCAR_HD int oscar_tcq_window(int s, const uint8_t * qs, int j) {
 // are (oscar_tcq_bits(s, qs, g) >> sk) & (STATES - 1), k = 0..15 (15s + L <= 64 bits).
 OSCAR_HD uint64_t oscar_tcq_bits(int s, const uint8_t * qs, int g) {
     const int n = oscar_tcq_code_bytes(s), b = 2 * s * g;
-    uint64_t  v = 0;
+    uint64_t  v, w;
     if (b + 8 <= n) {  // no wrap (g < 3): one load (little-endian hosts, as GGUF itself)
         memcpy(&v, qs + b, sizeof v);
         return v;
     }
-    for (int i = 0; i < 8; i++) v |= (uint64_t) qs[b + i < n ? b + i : b + i - n] << (8 * i);
-    return v;
+    // g = 3 wraps: bytes b .. n - 1 from the last 8, then bytes 0 .. on top (two loads, no byte loop: the loop
+    // doubled an oscar3 block's decode)
+    memcpy(&v, qs + n - 8, sizeof v);
+    memcpy(&w, qs, sizeof w);
+    return v >> (8 * (b - n + 8)) | w << (8 * (n - b));
 }
 
 // Element j of a block: codebook[w_j] x scale.
