@@ -41,7 +41,7 @@ static void dequantize_block(const uint8_t * b, float * y) {
 #ifdef OSCAR_X86
 OSCAR_AVX2 static void dequantize_block_avx2(const uint8_t * b, float * y) {
     float lut[16];
-    const float d = oscar_half_to_float(oscar_block_scale(b));
+    const float d = oscar_scale_avx2(b);
     for (int k = 0; k < 16; k++) lut[k] = d * oscar_levels4[k];
     const __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8);
     __m256i idx[8];

@@ -30,7 +30,7 @@ static inline float dot_row4(const void * x, const float * y, int64_t n) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        sum += oscar_half_to_float(oscar_block_scale(b)) * _mm_cvtss_f32(s);
+        sum += oscar_scale_avx2(b) * _mm_cvtss_f32(s);
     }
     return sum;
 }

@@ -163,7 +163,7 @@ OSCAR_AVX2 static void tcq_quantize_row_avx2(int s, const float * x, uint8_t * o
 static void tcq_quantize_row(int s, const float * x, void * y, int64_t n) {
     uint8_t * out = (uint8_t *) y;
 #ifdef OSCAR_X86
-    if (oscar_have_avx2()) {  // OSCAR_AVX2 code: avx2 and fma
+    if (oscar_have_avx2()) {  // OSCAR_AVX2 code
         tcq_quantize_row_avx2(s, x, out, n / OSCAR_QK);
         return;
     }
@@ -201,8 +201,8 @@ __attribute__((constructor)) static void tcq_quads_init(void) {
     }
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void tcq2_decode_block_f16c(const uint8_t * b, float * y) {
-    const __m256 d = _mm256_set1_ps(oscar_half_to_float(oscar_block_scale(b)));
+OSCAR_AVX2 static void tcq2_decode_block_avx2(const uint8_t * b, float * y) {
+    const __m256 d = _mm256_set1_ps(oscar_scale_avx2(b));
     for (int g = 0; g < 4; g++) {
         const uint64_t v = oscar_tcq_bits(2, b + 2, g);
         for (int k = 0; k < 16; k += 8) {  // elements 16g + k .. + 7: quadruples at stream bits 2k and 2k + 8
@@ -236,7 +236,7 @@ OSCAR_AVX2 static inline __m128 tcq3_two_pairs(uint64_t v, int k) {  // elements
 }
 
 OSCAR_AVX2 static void tcq3_decode_block_avx2(const uint8_t * b, float * y) {
-    const __m256 d = _mm256_set1_ps(oscar_half_to_float(oscar_block_scale(b)));
+    const __m256 d = _mm256_set1_ps(oscar_scale_avx2(b));
     for (int g = 0; g < 4; g++) {
         const uint64_t v = oscar_tcq_bits(3, b + 2, g);
         for (int k = 0; k < 16; k += 8) {
@@ -246,20 +246,15 @@ OSCAR_AVX2 static void tcq3_decode_block_avx2(const uint8_t * b, float * y) {
     }
 }
 
-static int have_f16c(void) {
-    static int cached = -1;
-    if (cached < 0) cached = oscar_have_avx2() && __builtin_cpu_supports("f16c");
-    return cached;
-}
 #endif
 
 static void tcq_dequantize_row(int s, const void * x, float * y, int64_t n) {
     const uint8_t * in     = (const uint8_t *) x;
     const size_t    nbytes = oscar_block_bytes(s);
 #ifdef OSCAR_X86
-    if (have_f16c()) {
+    if (oscar_have_avx2()) {
         for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-            if (s == 2) tcq2_decode_block_f16c(in + ib * nbytes, y + ib * OSCAR_QK);
+            if (s == 2) tcq2_decode_block_avx2(in + ib * nbytes, y + ib * OSCAR_QK);
             else        tcq3_decode_block_avx2(in + ib * nbytes, y + ib * OSCAR_QK);
         }
         return;
