@@ -151,7 +151,8 @@ template <int S> static __device__ __forceinline__ uint32_t oscar_tcq_bits4(cons
     return w >> (bit & 7);
 }
 
-// The encoder, one CUDA block of LINKS threads per block (oscar2: 64, oscar3: 32), thread k keeping survivor k.
+// The encoder, one CUDA block of 64 threads per block: thread t takes element t, and the 4 branches c = 4h .. 4h + 3
+// of survivor k (t = 2^S k / 4 + h: oscar2 one survivor a thread, oscar3 half of one, the halves met by a shuffle).
 // Identical bytes to oscar_tcq_quantize_block (CPU, scalar or AVX2) because:
 //  - the norm, u = x 8 / ||x|| and the NaN / zero / Inf rules are oscar_tcq_prepare's steps in its order and in
 //    double (oscar_tcq_prepare_dev: the sum of squares serial in element order on every thread), and the bytes and
@@ -165,21 +166,27 @@ template <int S> static __device__ __forceinline__ uint32_t oscar_tcq_bits4(cons
 //  - a survivor's new cost is oscar_tcq_pick's, the least cost and the lowest c on ties (the CPU's rule), the first
 //    pass ends at the lowest k of least cost (oscar_tcq_argmin_dev, as oscar_tcq_last), the second at the overlap.
 // A decode step writes few blocks, so a block's latency is the cost, and it is 2 x 64 dependent Viterbi steps. A
-// step of survivor k reads its 2^S predecessors' costs best[(2^S k + c) % LINKS], consecutive ints (one or two
-// 16-byte shared loads), adds its branches (computed the step before, off the chain), picks, stores, and the block
-// meets at one __syncthreads: no shuffles, and the survivors are spread over the warps' schedulers.
+// step of survivor k reads its predecessors' costs best[(2^S k + c) % LINKS], 4 consecutive ints a thread (one
+// 16-byte shared load), adds its branches (computed the step before, off the chain), picks, stores, and the block
+// meets at one __syncthreads: the work of a step spread over two warps' schedulers, 4 branches a thread.
 // No back-pointers and no trace-back pass: each survivor carries its path through the current group of 8 steps as
 // one word (oscar_tcq_path), picked along with its cost, and the word of every survivor at a group's end is kept.
 // The trace-back is then 8 lookups (group entries), and a group's word holds its S code bytes as they are packed.
+// A predecessor p is candidate c = p % 2^S of every survivor that reads it, so p stores its word with that c already
+// in the next step's bits.
+#ifndef OSCAR_TCQ_CT
+#define OSCAR_TCQ_CT 4  // branches a thread (8: oscar3 with a thread per survivor, no shuffle)
+#endif
 template <int S> struct oscar_tcq_scratch {
-    static constexpr int LINKS = OSCAR_TCQ_LINKS(S);
-    float    x[OSCAR_QK];                         // the block's floats
+    static constexpr int LINKS = OSCAR_TCQ_LINKS(S), NC = 1 << S, CT = NC < OSCAR_TCQ_CT ? NC : OSCAR_TCQ_CT;
+    static constexpr int H = NC / CT, NT = LINKS * H;  // threads a survivor, threads
+    static_assert(NT == OSCAR_QK || OSCAR_QK % NT == 0, "threads divide the block");
     int32_t  v[OSCAR_QK];                         // oscar_tcq_scaled(u)
     __align__(16) int32_t  cost[2][LINKS];        // best[k] before and after a step (steps alternate)
     __align__(16) uint32_t path[2][LINKS];        // the survivors' path words (oscar_tcq_path) within a group
     uint32_t group[OSCAR_QK / 8][LINKS];          // the path words at the end of group g (steps 8g .. 8g + 7)
-    double   sq[OSCAR_QK];                        // the chosen values' squares
-    int32_t  low[LINKS / WARP_SIZE][2];           // a warp's least cost and its lowest k (oscar_tcq_argmin_dev)
+    double   sq[OSCAR_QK];                        // the squares of x, then of the chosen values
+    int32_t  low[NT / WARP_SIZE][2];              // a warp's least cost and its lowest k (oscar_tcq_argmin_dev)
     uint8_t  out[sizeof(block_oscar<S>)];
 };
 
@@ -201,22 +208,32 @@ static __device__ __forceinline__ double oscar_f2d(const float x) {
     return b >> 31 ? -m : m;
 }
 
-// oscar_tcq_prepare for the block in sm.x, by the whole block: returns 1 with *norm = ||x|| and sm.v (the scaled
-// u = x 8 / ||x||), or 0 with sm.out the block's bytes (NaN or zero scale, zero codes). Every thread sums the squares
-// itself, in element order, so all hold the same bits.
-template <int S> static __device__ int oscar_tcq_prepare_dev(oscar_tcq_scratch<S> & sm, double * norm) {
+// The serial sum of sm.sq in element order (the CPU's loops), on every thread that calls it.
+template <int S> static __device__ __forceinline__ double oscar_tcq_sum_dev(const oscar_tcq_scratch<S> & sm) {
+    double r = 0.0;
+#pragma unroll 16
+    for (int j = 0; j < OSCAR_QK; j++) r += sm.sq[j];
+    return r;
+}
+
+// oscar_tcq_prepare for the 64 floats at x, by the whole block: returns 1 with *norm = ||x|| and sm.v (the scaled
+// u = x 8 / ||x||), or 0 with sm.out the block's bytes (NaN or zero scale, zero codes). The squares (exact in double)
+// are made in parallel and every thread sums them itself, in element order (oscar_block_sumsq's bits): a NaN in x
+// is a NaN sum, and only a NaN makes one (+-Inf counts as +-FLT_MAX, whose square is finite).
+template <int S> static __device__ int oscar_tcq_prepare_dev(oscar_tcq_scratch<S> & sm, const float * x, double * norm) {
+    constexpr int NT = oscar_tcq_scratch<S>::NT, PER = OSCAR_QK / NT;  // elements t + NT i on thread t
     const int t = threadIdx.x;
-    int    nan = 0;
-    double ss  = 0.0;  // oscar_block_sumsq
-#pragma unroll 8
-    for (int i = 0; i < OSCAR_QK; i++) {
-        const float  xi = oscar_clamp_inf(sm.x[i]);
-        const double xd = oscar_f2d(xi);
-        nan |= isnan(xi);
-        ss += xd * xd;
+    double xd[PER];
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        xd[i] = oscar_f2d(oscar_clamp_inf(x[t + NT * i]));
+        sm.sq[t + NT * i] = xd[i] * xd[i];
     }
+    __syncthreads();
+    const double ss  = oscar_tcq_sum_dev(sm);
+    const bool   nan = isnan(ss);
     if (nan || !(ss > 0.0)) {
-        for (int i = t; i < (int) sizeof(block_oscar<S>); i += sm.LINKS) {
+        for (int i = t; i < (int) sizeof(block_oscar<S>); i += NT) {
             const uint16_t d = nan ? OSCAR_FP16_NAN : 0;
             sm.out[i] = i == 0 ? (uint8_t) (d & 0xff) : i == 1 ? (uint8_t) (d >> 8) : 0;
         }
@@ -224,7 +241,8 @@ template <int S> static __device__ int oscar_tcq_prepare_dev(oscar_tcq_scratch<S
     }
     *norm = sqrt(ss);
     const double inv = 8.0 / *norm;  // sqrt(64) / ||x||
-    for (int j = t; j < OSCAR_QK; j += sm.LINKS) sm.v[j] = oscar_tcq_scaled(oscar_f2d(oscar_clamp_inf(sm.x[j])) * inv);
+#pragma unroll
+    for (int i = 0; i < PER; i++) sm.v[t + NT * i] = oscar_tcq_scaled(xd[i] * inv);
     return 1;
 }
 
@@ -243,19 +261,34 @@ template <int N> static __device__ __forceinline__ int32_t oscar_tcq_pick(const 
     }
 }
 
-// One Viterbi pass over v[(j + rot) % 64] (oscar_tcq_viterbi; overlap < 0: free, else constrained), thread k
-// keeping survivor k; cs[c] = the scaled codebook[2^S k + c]. Returns best[k] after the last step; the path words at
-// each group's end are in sm.group.
+// The least cost of survivor k and its path word, from the picks of its H threads (adjacent lanes, branches in
+// order: a later half wins only when it is less), on each of them.
+template <int H> static __device__ __forceinline__ int32_t oscar_tcq_meet(int32_t b, uint32_t & w) {
+#pragma unroll
+    for (int off = 1; off < H; off <<= 1) {
+        const int32_t  ob = __shfl_xor_sync(0xFFFFFFFF, b, off, WARP_SIZE);
+        const uint32_t ow = __shfl_xor_sync(0xFFFFFFFF, w, off, WARP_SIZE);
+        const bool     other = ob < b || ((threadIdx.x & off) && ob == b);  // ties: to the lower half
+        w = other ? ow : w;
+        b = other ? ob : b;
+    }
+    return b;
+}
+
+// One Viterbi pass over v[(j + rot) % 64] (oscar_tcq_viterbi; overlap < 0: free, else constrained), thread t taking
+// branches c = CT h .. CT h + CT - 1 of survivor k (t = H k + h); cs: their scaled codebook entries. Returns best[k]
+// after the last step; the path words at each group's end are in sm.group.
 template <int S>
-static __device__ __forceinline__ int32_t oscar_tcq_pass(oscar_tcq_scratch<S> & sm, const int32_t (&cs)[1 << S], const int rot, const int overlap) {
-    constexpr int LINKS = OSCAR_TCQ_LINKS(S), NC = 1 << S;
-    const int k = threadIdx.x, p0 = (NC * k) % LINKS;  // the predecessors: p0 .. p0 + NC - 1
+static __device__ __forceinline__ int32_t oscar_tcq_pass(oscar_tcq_scratch<S> & sm, const int32_t (&cs)[oscar_tcq_scratch<S>::CT], const int rot, const int overlap) {
+    using sc = oscar_tcq_scratch<S>;
+    constexpr int LINKS = sc::LINKS, NC = sc::NC, CT = sc::CT, H = sc::H;
+    const int k = threadIdx.x / H, c0 = CT * (threadIdx.x % H), p0 = (NC * k) % LINKS + c0;  // predecessors p0 + i
     int32_t b = overlap < 0 || k == overlap ? 0 : OSCAR_TCQ_FAR;
-    int32_t vg[8], br[NC];  // the group's values; the next step's branches
+    int32_t vg[8], br[CT];  // the group's values; the next step's branches
 #pragma unroll
     for (int s = 0; s < 8; s++) vg[s] = sm.v[(s + rot) & (OSCAR_QK - 1)];
 #pragma unroll
-    for (int c = 0; c < NC; c++) br[c] = oscar_tcq_branch(vg[0], cs[c]);
+    for (int i = 0; i < CT; i++) br[i] = oscar_tcq_branch(vg[0], cs[i]);
     sm.cost[0][k] = b;
     __syncthreads();
 #pragma unroll 1
@@ -265,19 +298,25 @@ static __device__ __forceinline__ int32_t oscar_tcq_pass(oscar_tcq_scratch<S> & 
         for (int s = 0; s < 8; s++) vn[s] = sm.v[(8 * g + 8 + s + rot) & (OSCAR_QK - 1)];
 #pragma unroll
         for (int s = 0; s < 8; s++) {
-            int32_t  a[NC];
-            uint32_t p[NC], w;
+            int32_t  a[CT];
+            uint32_t p[CT], w;
 #pragma unroll
-            for (int c = 0; c < NC; c++) {
-                a[c] = sm.cost[s & 1][p0 + c] + br[c];
-                p[c] = s == 0 ? oscar_tcq_path<S>(p0 + c, c, 0) : sm.path[(s - 1) & 1][p0 + c] | (uint32_t) c << (S * s);
+            for (int i = 0; i < CT; i++) {
+                a[i] = sm.cost[s & 1][p0 + i] + br[i];
+                p[i] = s == 0 ? oscar_tcq_path<S>(p0 + i, c0 + i, 0) : sm.path[(s - 1) & 1][p0 + i];
             }
-            b = oscar_tcq_pick<NC>(a, p, w);
-            sm.cost[(s + 1) & 1][k] = b;
-            (s == 7 ? sm.group[g] : sm.path[s & 1])[k] = w;
+            b = oscar_tcq_meet<H>(oscar_tcq_pick<CT>(a, p, w), w);
+            if (threadIdx.x % H == 0) {
+                sm.cost[(s + 1) & 1][k] = b;
+                if (s == 7) {
+                    sm.group[g][k] = w;
+                } else {
+                    sm.path[s & 1][k] = w | (uint32_t) (k % NC) << (S * (s + 1));  // as branch k % NC of step s + 1
+                }
+            }
             const int32_t v = s == 7 ? vn[0] : vg[s + 1];
 #pragma unroll
-            for (int c = 0; c < NC; c++) br[c] = oscar_tcq_branch(v, cs[c]);
+            for (int i = 0; i < CT; i++) br[i] = oscar_tcq_branch(v, cs[i]);
             __syncthreads();
         }
 #pragma unroll
@@ -286,9 +325,9 @@ static __device__ __forceinline__ int32_t oscar_tcq_pass(oscar_tcq_scratch<S> & 
     return b;
 }
 
-// The lowest k of least b over the block's threads (thread k holding best[k]; oscar_tcq_last), on every thread.
+// The lowest k of least b over the block's threads (thread t holding best[t / H]; oscar_tcq_last), on every thread.
 template <int S> static __device__ __forceinline__ int oscar_tcq_argmin_dev(oscar_tcq_scratch<S> & sm, const int32_t b) {
-    constexpr int NW = OSCAR_TCQ_LINKS(S) / WARP_SIZE;
+    constexpr int NW = oscar_tcq_scratch<S>::NT / WARP_SIZE;
     const int l = threadIdx.x % WARP_SIZE, wp = threadIdx.x / WARP_SIZE;
     int32_t m = b;
 #pragma unroll
@@ -296,7 +335,7 @@ template <int S> static __device__ __forceinline__ int oscar_tcq_argmin_dev(osca
     const int first = __ffs(__ballot_sync(0xFFFFFFFF, b == m)) - 1;
     if (l == 0) {
         sm.low[wp][0] = m;
-        sm.low[wp][1] = WARP_SIZE * wp + first;
+        sm.low[wp][1] = (WARP_SIZE * wp + first) / oscar_tcq_scratch<S>::H;
     }
     __syncthreads();
     int w = 0;  // a later warp wins only when its least cost is less
@@ -306,19 +345,17 @@ template <int S> static __device__ __forceinline__ int oscar_tcq_argmin_dev(osca
 }
 
 // Quantize the 64 floats at x (contiguous) into the 2 + 8S bytes at out (2-byte aligned): the whole block of
-// OSCAR_TCQ_LINKS(S) threads calls this, once.
+// oscar_tcq_scratch<S>::NT threads calls this, once.
 template <int S>
 static __device__ void oscar_tcq_quantize_dev(const float * __restrict__ x, uint8_t * __restrict__ out, oscar_tcq_scratch<S> & sm) {
-    constexpr int LINKS = OSCAR_TCQ_LINKS(S), NC = 1 << S;
+    constexpr int NT = oscar_tcq_scratch<S>::NT, CT = oscar_tcq_scratch<S>::CT;
     const float * cb = oscar_tcq_cb_dev<S>();
     const int t = threadIdx.x;
-    int32_t cs[NC];  // the codebook entries of survivor t's branches, scaled as oscar_tcq_scaled_codebook
+    int32_t cs[CT];  // the codebook entries of thread t's branches (windows CT t + i), as oscar_tcq_scaled_codebook
 #pragma unroll
-    for (int c = 0; c < NC; c++) cs[c] = oscar_tcq_scaled(cb[NC * t + c]);
-    for (int j = t; j < OSCAR_QK; j += LINKS) sm.x[j] = x[j];
-    __syncthreads();
+    for (int i = 0; i < CT; i++) cs[i] = oscar_tcq_scaled(cb[CT * t + i]);
     double norm = 0.0;
-    if (oscar_tcq_prepare_dev(sm, &norm)) {  // uniform: every thread computed the same sum
+    if (oscar_tcq_prepare_dev(sm, x, &norm)) {  // uniform: every thread computed the same sum
         __syncthreads();
         // first pass on the row turned by half a block: the overlap the seam wants (oscar_tcq_seam) is the k before
         // step 32 on the best path, group 4's entry
@@ -340,16 +377,14 @@ static __device__ void oscar_tcq_quantize_dev(const float * __restrict__ x, uint
         __syncthreads();
         // oscar_tcq_pack's scale: the squares of the chosen values (exact in double), summed in element order on
         // thread 0
-        for (int j = t; j < OSCAR_QK; j += LINKS) {
+#pragma unroll
+        for (int j = t; j < OSCAR_QK; j += NT) {
             const double c = cb[oscar_tcq_window(S, sm.out + 2, j)];
             sm.sq[j] = c * c;
         }
         __syncthreads();
         if (t == 0) {
-            double lv2 = 0.0;
-#pragma unroll 16
-            for (int j = 0; j < OSCAR_QK; j++) lv2 += sm.sq[j];
-            const uint16_t d = oscar_scale_bits(norm, lv2);
+            const uint16_t d = oscar_scale_bits(norm, oscar_tcq_sum_dev(sm));
             sm.out[0] = (uint8_t) (d & 0xff);
             sm.out[1] = (uint8_t) (d >> 8);
         }
@@ -368,7 +403,7 @@ static __global__ void k_cpy_f32_oscar_warp(const char * cx, char * cdst, const 
         const int64_t nb03, const int64_t ne10, const int64_t ne11, const int64_t ne12, const int64_t nb10, const int64_t nb11,
         const int64_t nb12, const int64_t nb13) {
     static_assert(B == 2 || B == 3, "the trellis codes' encoder");
-    __shared__ oscar_tcq_scratch<B> sm;  // OSCAR_TCQ_LINKS(B) threads (cpy_f32_oscar_warp_cuda)
+    __shared__ oscar_tcq_scratch<B> sm;  // oscar_tcq_scratch<B>::NT threads (cpy_f32_oscar_warp_cuda)
     const int64_t i = (int64_t) blockIdx.x * QK_OSCAR;
     if (i >= ne) {
         return;  // the whole CUDA block
@@ -394,8 +429,8 @@ static void cpy_f32_oscar_warp_cuda(const char * cx, char * cdst, const int64_t 
         const int64_t nb03, const int64_t ne10, const int64_t ne11, const int64_t ne12, const int64_t nb10, const int64_t nb11,
         const int64_t nb12, const int64_t nb13, cudaStream_t stream) {
     GGML_ASSERT(ne % QK_OSCAR == 0 && nb00 == sizeof(float));
-    // a CUDA block of one thread per survivor for each block (oscar_tcq_quantize_dev)
-    k_cpy_f32_oscar_warp<B><<<ne / QK_OSCAR, OSCAR_TCQ_LINKS(B), 0, stream>>>(cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12,
+    // a CUDA block of 64 threads for each block (oscar_tcq_quantize_dev)
+    k_cpy_f32_oscar_warp<B><<<ne / QK_OSCAR, oscar_tcq_scratch<B>::NT, 0, stream>>>(cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12,
                                                        nb10, nb11, nb12, nb13);
 }
 
@@ -419,7 +454,7 @@ static __global__ void k_set_rows_oscar(const float * __restrict__ src0, const i
     if constexpr (B == 4) {
         quantize_f32_oscar4_block_warp(x, out);
     } else {
-        __shared__ oscar_tcq_scratch<B> sm;  // OSCAR_TCQ_LINKS(B) threads (set_rows_cuda_oscar)
+        __shared__ oscar_tcq_scratch<B> sm;  // oscar_tcq_scratch<B>::NT threads (set_rows_cuda_oscar)
         oscar_tcq_quantize_dev<B>(x, out, sm);
     }
 }
@@ -431,7 +466,7 @@ static void set_rows_cuda_oscar(const ggml_tensor * src0, const ggml_tensor * sr
     if (nblocks == 0) {
         return;
     }
-    // oscar2/oscar3: a CUDA block of one thread per survivor for each block (oscar_tcq_quantize_dev: a decode
+    // oscar2/oscar3: a CUDA block of 64 threads for each block (oscar_tcq_quantize_dev: a decode
     // step's few blocks go to as many SMs); oscar4: four warps of one block each
     const int64_t e0 = sizeof(float), e1 = sizeof(idx_t);
 #define OSCAR_SET_ROWS(B, grid, threads) k_set_rows_oscar<idx_t, B><<<grid, threads, 0, stream>>>( \
@@ -439,8 +474,8 @@ static void set_rows_cuda_oscar(const ggml_tensor * src0, const ggml_tensor * sr
         src1->ne[1], src1->ne[2], src0->nb[1] / e0, src0->nb[2] / e0, src0->nb[3] / e0, src1->nb[0] / e1, src1->nb[1] / e1, \
         src1->nb[2] / e1, dst->nb[1], dst->nb[2], dst->nb[3])
     switch (dst->type) {
-        case GGML_TYPE_OSCAR2: OSCAR_SET_ROWS(2, nblocks, OSCAR_TCQ_LINKS(2)); break;
-        case GGML_TYPE_OSCAR3: OSCAR_SET_ROWS(3, nblocks, OSCAR_TCQ_LINKS(3)); break;
+        case GGML_TYPE_OSCAR2: OSCAR_SET_ROWS(2, nblocks, oscar_tcq_scratch<2>::NT); break;
+        case GGML_TYPE_OSCAR3: OSCAR_SET_ROWS(3, nblocks, oscar_tcq_scratch<3>::NT); break;
         default:               OSCAR_SET_ROWS(4, (nblocks + 3) / 4, 4 * WARP_SIZE); break;
     }
 #undef OSCAR_SET_ROWS
