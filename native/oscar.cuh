@@ -32,7 +32,7 @@ constexpr float oscar_lv4[16] = { OSCAR_LEVELS4 };
 __host__ __device__ constexpr float oscar_level4(int c) { return oscar_lv4[c]; }
 __host__ __device__ constexpr float oscar_level4_unit() { return oscar_level4(15) / 127.0f; }
 
-// F32 -> block, one thread per block (CPY of oscar4; oscar2/oscar3 take the warp encoder below).
+// F32 -> block, one thread per block (CPY of oscar4; oscar2/oscar3 take the trellis encoder below).
 template <int B> static __device__ void cpy_blck_f32_oscar(const char * cxi, char * cdsti) {
     static_assert(B == 4, "one thread per block: oscar4");
     uint8_t tmp[sizeof(block_oscar4)];  // local copy: the shared routine works on bytes, blocks are only 2-byte aligned
@@ -174,11 +174,10 @@ template <int S> static __device__ __forceinline__ uint32_t oscar_tcq_bits4(cons
 // The trace-back is then 8 lookups (group entries), and a group's word holds its S code bytes as they are packed.
 // A predecessor p is candidate c = p % 2^S of every survivor that reads it, so p stores its word with that c already
 // in the next step's bits.
-#ifndef OSCAR_TCQ_CT
-#define OSCAR_TCQ_CT 4  // branches a thread (8: oscar3 with a thread per survivor, no shuffle)
-#endif
+// (oscar3 with 8 branches a thread, one thread a survivor and no shuffle, writes the same bytes too, at 44 rather
+// than 28 instructions a step; not timed against this.)
 template <int S> struct oscar_tcq_scratch {
-    static constexpr int LINKS = OSCAR_TCQ_LINKS(S), NC = 1 << S, CT = NC < OSCAR_TCQ_CT ? NC : OSCAR_TCQ_CT;
+    static constexpr int LINKS = OSCAR_TCQ_LINKS(S), NC = 1 << S, CT = 4;  // CT: branches a thread
     static constexpr int H = NC / CT, NT = LINKS * H;  // threads a survivor, threads
     static_assert(NT == OSCAR_QK || OSCAR_QK % NT == 0, "threads divide the block");
     int32_t  v[OSCAR_QK];                         // oscar_tcq_scaled(u)
