@@ -13,6 +13,10 @@ static const float tcq_cb3[OSCAR_TCQ_STATES] = { OSCAR_TCQ3_CODEBOOK };
 
 static const float * tcq_cb(int s) { return s == 2 ? tcq_cb2 : tcq_cb3; }
 
+// oscar_block_bytes for the trellis widths, inline: the decode runs once per cached row (a call through the PLT
+// showed in its profile).
+static inline size_t tcq_block_bytes(int s) { return s == 2 ? OSCAR2_BLOCK_BYTES : OSCAR3_BLOCK_BYTES; }
+
 const float * oscar_tcq_codebook(int bits) { return bits == 2 || bits == 3 ? tcq_cb(bits) : NULL; }
 
 // The scaled codebooks the Viterbi passes read (oscar_tcq_scaled_codebook), and for AVX2 the same values in the low
@@ -142,7 +146,7 @@ OSCAR_AVX2 static void tcq_viterbi3_avx2(const double * u, int rot, int overlap,
 }
 
 OSCAR_AVX2 static void tcq_quantize_row_avx2(int s, const float * x, uint8_t * out, int64_t nb) {
-    const size_t nbytes = oscar_block_bytes(s);
+    const size_t nbytes = tcq_block_bytes(s);
     for (int64_t ib = 0; ib < nb; ib++) {
         double  u[OSCAR_QK], norm = 0.0;
         uint8_t turned[OSCAR_QK], w[OSCAR_QK];
@@ -168,7 +172,7 @@ static void tcq_quantize_row(int s, const float * x, void * y, int64_t n) {
         return;
     }
 #endif
-    const size_t nbytes = oscar_block_bytes(s);
+    const size_t nbytes = tcq_block_bytes(s);
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {  // each width inlined with its constant s
         if (s == 2) oscar_tcq_quantize_block(2, tcq_cb2, tcq_cbs[0], x + ib * OSCAR_QK, out + ib * nbytes);
         else        oscar_tcq_quantize_block(3, tcq_cb3, tcq_cbs[1], x + ib * OSCAR_QK, out + ib * nbytes);
@@ -250,7 +254,7 @@ OSCAR_AVX2 static void tcq3_decode_block_avx2(const uint8_t * b, float * y) {
 
 static void tcq_dequantize_row(int s, const void * x, float * y, int64_t n) {
     const uint8_t * in     = (const uint8_t *) x;
-    const size_t    nbytes = oscar_block_bytes(s);
+    const size_t    nbytes = tcq_block_bytes(s);
 #ifdef OSCAR_X86
     if (oscar_have_avx2()) {
         for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
