@@ -2,14 +2,7 @@
 #include "oscar.h"
 #include "oscar_impl.h"
 
-size_t oscar_block_bytes(int bits) {
-    switch (bits) {
-        case 2: return OSCAR2_BLOCK_BYTES;
-        case 3: return OSCAR3_BLOCK_BYTES;
-        case 4: return OSCAR4_BLOCK_BYTES;
-        default: return 0;
-    }
-}
+size_t oscar_block_bytes(int bits) { return oscar_block_bytes_inline(bits); }
 
 const float * oscar_levels(int bits) {
     return bits == 4 ? oscar_levels4 : NULL;  // oscar2, oscar3: the trellis codebooks (oscar_tcq_codebook)

@@ -62,7 +62,7 @@ static inline float dot_row4(const void * x, const float * y, int64_t n) {
 // then dotted.
 static float tcq_dot_row(int bits, const void * x, const float * y, int64_t n) {
     const uint8_t * in     = (const uint8_t *) x;
-    const size_t    nbytes = oscar_block_bytes(bits);
+    const size_t    nbytes = oscar_block_bytes_inline(bits);
     float sum = 0.0f, v[OSCAR_QK];
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
         oscar_dequantize_row(bits, in + ib * nbytes, v, OSCAR_QK);

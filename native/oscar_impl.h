@@ -13,6 +13,10 @@
 // Host codebook of oscar4 (oscar2 and oscar3 are trellis codes: oscar_tcq.c).
 static const float oscar_levels4[16] = { OSCAR_LEVELS4 };
 
+// oscar_block_bytes, inline for the loops that run once per cached row (a call through the PLT showed in a decode
+// profile): 2 bytes of scale and 8 bits per element of codes, oscar2/3/4's 18, 26, 34; 0 for other widths.
+static inline size_t oscar_block_bytes_inline(int bits) { return bits >= 2 && bits <= 4 ? 2 + 8 * (size_t) bits : 0; }
+
 static inline float oscar_half_to_float(uint16_t h) {
 #if defined(__F16C__)
     return _cvtsh_ss(h);
@@ -36,7 +40,7 @@ static inline int oscar_have_avx2(void) {
 }
 
 // A block's scale in OSCAR_AVX2 code: one instruction (oscar_half_to_float is the baseline build's bit-by-bit
-// conversion there, an out-of-line call per block that took ~10 % of a CPU decode step at depth 4096).
+// conversion there, an out-of-line call per block that showed in a CPU decode profile).
 OSCAR_AVX2 static inline float oscar_scale_avx2(const uint8_t * block) { return _cvtsh_ss(oscar_block_scale(block)); }
 
 // The 64 codes of an oscar4 block as eight vectors of 8 int32 indices, in element order (byte j: elements j, low

@@ -13,10 +13,6 @@ static const float tcq_cb3[OSCAR_TCQ_STATES] = { OSCAR_TCQ3_CODEBOOK };
 
 static const float * tcq_cb(int s) { return s == 2 ? tcq_cb2 : tcq_cb3; }
 
-// oscar_block_bytes for the trellis widths, inline: the decode runs once per cached row (a call through the PLT
-// showed in its profile).
-static inline size_t tcq_block_bytes(int s) { return s == 2 ? OSCAR2_BLOCK_BYTES : OSCAR3_BLOCK_BYTES; }
-
 const float * oscar_tcq_codebook(int bits) { return bits == 2 || bits == 3 ? tcq_cb(bits) : NULL; }
 
 // The scaled codebooks the Viterbi passes read (oscar_tcq_scaled_codebook), and for AVX2 the same values in the low
@@ -146,7 +142,7 @@ OSCAR_AVX2 static void tcq_viterbi3_avx2(const double * u, int rot, int overlap,
 }
 
 OSCAR_AVX2 static void tcq_quantize_row_avx2(int s, const float * x, uint8_t * out, int64_t nb) {
-    const size_t nbytes = tcq_block_bytes(s);
+    const size_t nbytes = oscar_block_bytes_inline(s);
     for (int64_t ib = 0; ib < nb; ib++) {
         double  u[OSCAR_QK], norm = 0.0;
         uint8_t turned[OSCAR_QK], w[OSCAR_QK];
@@ -172,7 +168,7 @@ static void tcq_quantize_row(int s, const float * x, void * y, int64_t n) {
         return;
     }
 #endif
-    const size_t nbytes = tcq_block_bytes(s);
+    const size_t nbytes = oscar_block_bytes_inline(s);
     for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {  // each width inlined with its constant s
         if (s == 2) oscar_tcq_quantize_block(2, tcq_cb2, tcq_cbs[0], x + ib * OSCAR_QK, out + ib * nbytes);
         else        oscar_tcq_quantize_block(3, tcq_cb3, tcq_cbs[1], x + ib * OSCAR_QK, out + ib * nbytes);
@@ -220,11 +216,11 @@ OSCAR_AVX2 static void tcq2_decode_block_avx2(const uint8_t * b, float * y) {
 }
 
 // oscar3: the 11 stream bits from 3j are the windows of elements j and j + 1, so a table of their 2048 value pairs
-// as floats (16 KB, filled when the library loads) halves the lookups; 4 pairs go into one vector by loads (movsd,
-// movhps), then one multiply by the scale. On an AMD EPYC (Zen 4) 0.0094 us per block against 0.013 for the scalar
-// 3-bit code it replaced; slower there: pairs stored to y and read back as vectors (0.023, the stores do not
-// forward to the wider load), AVX2 gathers of the pairs (0.019), triples of halves from a 128 KB table with pairs
-// of halves (0.021), pairs of halves widened by F16C (0.015) (its quadruples would need 17 bits: 1 MB).
+// as floats (16 KB, filled when the library loads) halves the lookups (its quadruples would need 17 bits: 1 MB);
+// 4 pairs go into one vector by loads (movsd, movhps), then one multiply by the scale. scripts/tcq_speed.py on an AMD
+// EPYC (Zen 4): 0.010 us per block, against 0.028 when the pairs were stored to y and read back as vectors (8-byte
+// stores do not forward to a wider load). Slower there in a one-off comparison: AVX2 gathers of the pairs, triples
+// of halves from a 128 KB table, pairs of halves widened by F16C.
 #define TCQ3_PAIRS (1 << (OSCAR_TCQ_L + 3))
 static float tcq3_pairs[TCQ3_PAIRS][2];
 
@@ -249,12 +245,11 @@ OSCAR_AVX2 static void tcq3_decode_block_avx2(const uint8_t * b, float * y) {
         }
     }
 }
-
 #endif
 
 static void tcq_dequantize_row(int s, const void * x, float * y, int64_t n) {
     const uint8_t * in     = (const uint8_t *) x;
-    const size_t    nbytes = tcq_block_bytes(s);
+    const size_t    nbytes = oscar_block_bytes_inline(s);
 #ifdef OSCAR_X86
     if (oscar_have_avx2()) {
         for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
