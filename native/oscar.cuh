@@ -32,7 +32,7 @@ constexpr float oscar_lv4[16] = { OSCAR_LEVELS4 };
 __host__ __device__ constexpr float oscar_level4(int c) { return oscar_lv4[c]; }
 __host__ __device__ constexpr float oscar_level4_unit() { return oscar_level4(15) / 127.0f; }
 
-// F32 -> block, one thread per block (CPY of oscar4; oscar2/oscar3 take the warp encoder below).
+// F32 -> block, one thread per block (CPY of oscar4; oscar2/oscar3 take the trellis encoder below).
 template <int B> static __device__ void cpy_blck_f32_oscar(const char * cxi, char * cdsti) {
     static_assert(B == 4, "one thread per block: oscar4");
     uint8_t tmp[sizeof(block_oscar4)];  // local copy: the shared routine works on bytes, blocks are only 2-byte aligned
@@ -151,36 +151,52 @@ template <int S> static __device__ __forceinline__ uint32_t oscar_tcq_bits4(cons
     return w >> (bit & 7);
 }
 
-// The encoder, one warp per block. Identical bytes to oscar_tcq_quantize_block (CPU, scalar or AVX2) because:
+// The encoder, one CUDA block of 64 threads per block: thread t takes element t, and the 4 branches c = 4h .. 4h + 3
+// of survivor k (t = 2^S k / 4 + h: oscar2 one survivor a thread, oscar3 half of one, the halves met by a shuffle).
+// Identical bytes to oscar_tcq_quantize_block (CPU, scalar or AVX2) because:
 //  - the norm, u = x 8 / ||x|| and the NaN / zero / Inf rules are oscar_tcq_prepare's steps in its order and in
-//    double (oscar_tcq_prepare_warp below: the sum of squares serial in element order on every lane), and the bytes
-//    and scale are oscar_tcq_pack's (its sum of the chosen values' squares serial in element order, on lane 0).
+//    double (oscar_tcq_prepare_dev: the sum of squares serial in element order on every thread), and the bytes and
+//    scale are oscar_tcq_pack's (its sum of the chosen values' squares serial in element order, on thread 0).
 //    Double arithmetic is IEEE on the GPU (-use_fast_math touches float only) and a product of two floats is exact
 //    in double, so a contracted DFMA, or adding a square computed apart, sums the same bits. One float detail: with
 //    -ftz a float -> double conversion flushes a subnormal float to 0, so the conversions of x go through
 //    oscar_f2d, which keeps it (the CPU's (double) x);
 //  - the Viterbi costs are the same integers: vi = oscar_tcq_scaled(u) (rint of a double, the same bits), ci the
-//    codebook scaled the same way, and oscar_tcq_branch's exact (vi - ci)^2 fused into the add of the old cost
-//    (one IMAD: no float-to-int conversion, whose quarter-rate unit bound each Viterbi step);
-//  - a state's new cost and back-pointer are oscar_tcq_pick, the least cost and the lowest c on ties (the CPU's
-//    rule), and the first pass ends at the lowest k of least cost (oscar_tcq_last), the second at the overlap, as
-//    oscar_tcq_encode.
-// Every lane takes 8 branches a step: lane l keeps the 8 / 2^S survivors k = (8 / 2^S) l + h (oscar2: 2l, 2l + 1;
-// oscar3: l), whose branches are codebook[8l + t], t = 2^S h + c, from predecessors best[(8l + t) % LINKS], the
-// survivors of lanes (8l + t) / (8 / 2^S) (mod 32): 8 shuffles a step. Back-pointers: S bits per survivor and step,
-// a word per lane per 8 steps in shared memory. The trace-back follows the same pointers as the CPU's, in groups of
-// 8 steps walked in parallel (oscar_tcq_entries), and the bytes are oscar_tcq_pack's with the serial sum of squares
-// kept on one lane. A decode step writes few blocks, so a block's latency is the cost: about 2 x 64 steps of
-// shuffles and an add/min tree S deep, the rest (norm, trace-backs, pack) made short.
+//    codebook scaled the same way, and oscar_tcq_branch's exact (vi - ci)^2;
+//  - a survivor's new cost is oscar_tcq_pick's, the least cost and the lowest c on ties (the CPU's rule), the first
+//    pass ends at the lowest k of least cost (oscar_tcq_argmin_dev, as oscar_tcq_last), the second at the overlap.
+// A decode step writes few blocks, so a block's latency is the cost, and it is 2 x 64 dependent Viterbi steps. A
+// step of survivor k reads its predecessors' costs best[(2^S k + c) % LINKS], 4 consecutive ints a thread (one
+// 16-byte shared load), adds its branches (computed the step before, off the chain), picks, stores, and the block
+// meets at one __syncthreads: the work of a step spread over two warps' schedulers, 4 branches a thread (H100:
+// 14.4 us a decode-step launch for oscar2 against 20.1 with one warp a block; docs/gpu-tcq-setrows-write64-h100.txt).
+// No back-pointers and no trace-back pass: each survivor carries its path through the current group of 8 steps as
+// one word (oscar_tcq_path), picked along with its cost, and the word of every survivor at a group's end is kept.
+// The trace-back is then 8 lookups (group entries), and a group's word holds its S code bytes as they are packed.
+// A predecessor p is candidate c = p % 2^S of every survivor that reads it, so p stores its word with that c already
+// in the next step's bits.
+// (oscar3 with 8 branches a thread, one thread a survivor and no shuffle, writes the same bytes too, at 44 rather
+// than 28 instructions a step; not timed against this.)
 template <int S> struct oscar_tcq_scratch {
-    double   u[OSCAR_QK];            // u = x 8 / ||x|| (oscar_tcq_prepare); then the chosen values' squares
-    float    x[OSCAR_QK];            // the block's floats
-    int32_t  v[OSCAR_QK];            // oscar_tcq_scaled(u)
-    uint32_t back[OSCAR_QK / 8][WARP_SIZE];
-    uint8_t  entry[OSCAR_QK / 8][OSCAR_TCQ_LINKS(S)];  // see oscar_tcq_entries
-    uint8_t  w[OSCAR_QK];            // the windows of the second pass
+    static constexpr int LINKS = OSCAR_TCQ_LINKS(S), NC = 1 << S, CT = 4;  // CT: branches a thread
+    static constexpr int H = NC / CT, NT = LINKS * H;  // threads a survivor, threads
+    static_assert(NT == OSCAR_QK || OSCAR_QK % NT == 0, "threads divide the block");
+    int32_t  v[OSCAR_QK];                         // oscar_tcq_scaled(u)
+    __align__(16) int32_t  cost[2][LINKS];        // best[k] before and after a step (steps alternate)
+    __align__(16) uint32_t path[2][LINKS];        // the survivors' path words (oscar_tcq_path) within a group
+    uint32_t group[OSCAR_QK / 8][LINKS];          // the path words at the end of group g (steps 8g .. 8g + 7)
+    double   sq[OSCAR_QK];                        // the squares of x, then of the chosen values
+    int32_t  low[NT / WARP_SIZE][2];              // a warp's least cost and its lowest k (oscar_tcq_argmin_dev)
     uint8_t  out[sizeof(block_oscar<S>)];
 };
+
+// A survivor's path through steps 8g .. 8g + s of group g: the c of step 8g + t at bits St .. St + S - 1 (so the
+// group's word is its S code bytes: stream bit Sj + t is bit t of c_j), and the k it entered the group from at bit 24.
+template <int S> static __device__ __forceinline__ uint32_t oscar_tcq_path(const uint32_t entry, const int c, const int s) {
+    static_assert(8 * S <= 24, "a group's code bits below the entry");
+    return entry << 24 | (uint32_t) c << (S * s);
+}
+static __device__ __forceinline__ int oscar_tcq_entry(const uint32_t path) { return (int) (path >> 24); }
 
 // (double) x as the CPU converts it, subnormal floats included.
 static __device__ __forceinline__ double oscar_f2d(const float x) {
@@ -192,205 +208,205 @@ static __device__ __forceinline__ double oscar_f2d(const float x) {
     return b >> 31 ? -m : m;
 }
 
-// oscar_tcq_prepare for the block in sm.x, by the whole warp: returns 1 with *norm = ||x|| and sm.u (u = x 8 / ||x||),
-// or 0 with sm.out the block's bytes (NaN or zero scale, zero codes). Every lane sums the squares itself, in
-// element order, so all hold the same bits.
-template <int S> static __device__ int oscar_tcq_prepare_warp(oscar_tcq_scratch<S> & sm, double * norm) {
-    const int l = threadIdx.x % WARP_SIZE;
-    int    nan = 0;
-    double ss  = 0.0;  // oscar_block_sumsq
-#pragma unroll 8
-    for (int i = 0; i < OSCAR_QK; i++) {
-        const float  xi = oscar_clamp_inf(sm.x[i]);
-        const double xd = oscar_f2d(xi);
-        nan |= isnan(xi);
-        ss += xd * xd;
+// The serial sum of sm.sq in element order (the CPU's loops), on every thread that calls it.
+template <int S> static __device__ __forceinline__ double oscar_tcq_sum_dev(const oscar_tcq_scratch<S> & sm) {
+    double r = 0.0;
+#pragma unroll 16
+    for (int j = 0; j < OSCAR_QK; j++) r += sm.sq[j];
+    return r;
+}
+
+// oscar_tcq_prepare for the 64 floats at x, by the whole block: returns 1 with *norm = ||x|| and sm.v (the scaled
+// u = x 8 / ||x||), or 0 with sm.out the block's bytes (NaN or zero scale, zero codes). The squares (exact in double)
+// are made in parallel and every thread sums them itself, in element order (oscar_block_sumsq's bits): a NaN in x
+// is a NaN sum, and only a NaN makes one (+-Inf counts as +-FLT_MAX, whose square is finite).
+template <int S> static __device__ int oscar_tcq_prepare_dev(oscar_tcq_scratch<S> & sm, const float * x, double * norm) {
+    constexpr int NT = oscar_tcq_scratch<S>::NT, PER = OSCAR_QK / NT;  // elements t + NT i on thread t
+    const int t = threadIdx.x;
+    double xd[PER];
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        xd[i] = oscar_f2d(oscar_clamp_inf(x[t + NT * i]));
+        sm.sq[t + NT * i] = xd[i] * xd[i];
     }
+    __syncthreads();
+    const double ss  = oscar_tcq_sum_dev(sm);
+    const bool   nan = isnan(ss);
     if (nan || !(ss > 0.0)) {
-        if (l < (int) sizeof(block_oscar<S>)) {
+        for (int i = t; i < (int) sizeof(block_oscar<S>); i += NT) {
             const uint16_t d = nan ? OSCAR_FP16_NAN : 0;
-            sm.out[l] = l == 0 ? (uint8_t) (d & 0xff) : l == 1 ? (uint8_t) (d >> 8) : 0;
+            sm.out[i] = i == 0 ? (uint8_t) (d & 0xff) : i == 1 ? (uint8_t) (d >> 8) : 0;
         }
         return 0;
     }
     *norm = sqrt(ss);
     const double inv = 8.0 / *norm;  // sqrt(64) / ||x||
-    sm.u[l]      = oscar_f2d(oscar_clamp_inf(sm.x[l]))      * inv;
-    sm.u[l + 32] = oscar_f2d(oscar_clamp_inf(sm.x[l + 32])) * inv;
+#pragma unroll
+    for (int i = 0; i < PER; i++) sm.v[t + NT * i] = oscar_tcq_scaled(xd[i] * inv);
     return 1;
 }
 
-// The least of a[0 .. N - 1] and in c its index, the lowest on ties (a tree of strict comparisons: a higher half
-// wins only when it is less), as oscar_tcq_viterbi picks a state's predecessor.
-template <int N> static __device__ __forceinline__ int32_t oscar_tcq_pick(const int32_t * a, int & c) {
+// The least of a[0 .. N - 1] and in w its payload p, the lowest index on ties (a tree of strict comparisons: a higher
+// half wins only when it is less), as oscar_tcq_viterbi picks a state's predecessor.
+template <int N> static __device__ __forceinline__ int32_t oscar_tcq_pick(const int32_t * a, const uint32_t * p, uint32_t & w) {
     if constexpr (N == 1) {
-        c = 0;
+        w = p[0];
         return a[0];
     } else {
-        int cl, ch;
-        const int32_t ml = oscar_tcq_pick<N / 2>(a, cl), mh = oscar_tcq_pick<N / 2>(a + N / 2, ch);
+        uint32_t wl, wh;
+        const int32_t ml = oscar_tcq_pick<N / 2>(a, p, wl), mh = oscar_tcq_pick<N / 2>(a + N / 2, p + N / 2, wh);
         const bool    hi = mh < ml;
-        c = hi ? N / 2 + ch : cl;
+        w = hi ? wh : wl;
         return hi ? mh : ml;
     }
 }
 
-// One Viterbi pass over v[(j + rot) % 64] (oscar_tcq_viterbi; overlap < 0: free, else constrained). Returns the
-// pass's last k (the high L - S bits of its last state), uniform across the warp; back-pointers in sm.back.
-template <int S>
-static __device__ __forceinline__ int oscar_tcq_warp_pass(oscar_tcq_scratch<S> & sm, const int32_t (&cs)[8], const int rot, const int overlap) {
-    constexpr int LINKS = OSCAR_TCQ_LINKS(S), PER = LINKS / WARP_SIZE, NC = 1 << S;  // PER: survivors per lane
-    static_assert(OSCAR_TCQ_L == 8 && PER * NC == 8, "warp Viterbi: 8 branches a lane");
-    const int l = threadIdx.x % WARP_SIZE;
-    int32_t b[PER];
+// The least cost of survivor k and its path word, from the picks of its H threads (adjacent lanes, branches in
+// order: a later half wins only when it is less), on each of them.
+template <int H> static __device__ __forceinline__ int32_t oscar_tcq_meet(int32_t b, uint32_t & w) {
 #pragma unroll
-    for (int h = 0; h < PER; h++) b[h] = overlap < 0 || PER * l + h == overlap ? 0 : OSCAR_TCQ_FAR;
+    for (int off = 1; off < H; off <<= 1) {
+        const int32_t  ob = __shfl_xor_sync(0xFFFFFFFF, b, off, WARP_SIZE);
+        const uint32_t ow = __shfl_xor_sync(0xFFFFFFFF, w, off, WARP_SIZE);
+        const bool     other = ob < b || ((threadIdx.x & off) && ob == b);  // ties: to the lower half
+        w = other ? ow : w;
+        b = other ? ob : b;
+    }
+    return b;
+}
+
+// One Viterbi pass over v[(j + rot) % 64] (oscar_tcq_viterbi; overlap < 0: free, else constrained), thread t taking
+// branches c = CT h .. CT h + CT - 1 of survivor k (t = H k + h); cs: their scaled codebook entries. Returns best[k]
+// after the last step; the path words at each group's end are in sm.group.
+template <int S>
+static __device__ __forceinline__ int32_t oscar_tcq_pass(oscar_tcq_scratch<S> & sm, const int32_t (&cs)[oscar_tcq_scratch<S>::CT], const int rot, const int overlap) {
+    using sc = oscar_tcq_scratch<S>;
+    constexpr int LINKS = sc::LINKS, NC = sc::NC, CT = sc::CT, H = sc::H;
+    const int k = threadIdx.x / H, c0 = CT * (threadIdx.x % H), p0 = (NC * k) % LINKS + c0;  // predecessors p0 + i
+    int32_t b = overlap < 0 || k == overlap ? 0 : OSCAR_TCQ_FAR;
+    int32_t vg[8], br[CT];  // the group's values; the next step's branches
+#pragma unroll
+    for (int s = 0; s < 8; s++) vg[s] = sm.v[(s + rot) & (OSCAR_QK - 1)];
+#pragma unroll
+    for (int i = 0; i < CT; i++) br[i] = oscar_tcq_branch(vg[0], cs[i]);
+    sm.cost[0][k] = b;
+    __syncthreads();
 #pragma unroll 1
-    for (int wd = 0; wd < OSCAR_QK / 8; wd++) {
-        uint32_t bits = 0;
+    for (int g = 0; g < OSCAR_QK / 8; g++) {
+        int32_t vn[8];  // the next group's values (past the last group: unused)
+#pragma unroll
+        for (int s = 0; s < 8; s++) vn[s] = sm.v[(8 * g + 8 + s + rot) & (OSCAR_QK - 1)];
 #pragma unroll
         for (int s = 0; s < 8; s++) {
-            const int32_t v = sm.v[(8 * wd + s + rot) & (OSCAR_QK - 1)];
-            int32_t a[8];  // a[t] = old best[(8l + t) % LINKS] + branch(v, codebook[8l + t])
+            int32_t  a[CT];
+            uint32_t p[CT], w;
 #pragma unroll
-            for (int t = 0; t < 8; t++) {
-                a[t] = __shfl_sync(0xFFFFFFFF, b[t % PER], ((8 * l + t) / PER) & (WARP_SIZE - 1)) + oscar_tcq_branch(v, cs[t]);
+            for (int i = 0; i < CT; i++) {
+                a[i] = sm.cost[s & 1][p0 + i] + br[i];
+                p[i] = s == 0 ? oscar_tcq_path<S>(p0 + i, c0 + i, 0) : sm.path[(s - 1) & 1][p0 + i];
             }
+            b = oscar_tcq_meet<H>(oscar_tcq_pick<CT>(a, p, w), w);
+            if (threadIdx.x % H == 0) {
+                sm.cost[(s + 1) & 1][k] = b;
+                if (s == 7) {
+                    sm.group[g][k] = w;
+                } else {
+                    sm.path[s & 1][k] = w | (uint32_t) (k % NC) << (S * (s + 1));  // as branch k % NC of step s + 1
+                }
+            }
+            const int32_t v = s == 7 ? vn[0] : vg[s + 1];
 #pragma unroll
-            for (int h = 0; h < PER; h++) {
-                int c;
-                b[h] = oscar_tcq_pick<NC>(a + NC * h, c);
-                bits |= (uint32_t) c << (S * (PER * s + h));
-            }
+            for (int i = 0; i < CT; i++) br[i] = oscar_tcq_branch(v, cs[i]);
+            __syncthreads();
         }
-        sm.back[wd][l] = bits;
-    }
-    if (overlap >= 0) {
-        return overlap;
-    }
-    // the lowest k of least best[k]: the least value, then the first lane holding it, its lowest h
-    int32_t m = b[0];
 #pragma unroll
-    for (int h = 1; h < PER; h++) m = min(m, b[h]);
+        for (int s = 0; s < 8; s++) vg[s] = vn[s];
+    }
+    return b;
+}
+
+// The lowest k of least b over the block's threads (thread t holding best[t / H]; oscar_tcq_last), on every thread.
+template <int S> static __device__ __forceinline__ int oscar_tcq_argmin_dev(oscar_tcq_scratch<S> & sm, const int32_t b) {
+    constexpr int NW = oscar_tcq_scratch<S>::NT / WARP_SIZE;
+    const int l = threadIdx.x % WARP_SIZE, wp = threadIdx.x / WARP_SIZE;
+    int32_t m = b;
 #pragma unroll
     for (int off = WARP_SIZE / 2; off > 0; off >>= 1) m = min(m, __shfl_xor_sync(0xFFFFFFFF, m, off, WARP_SIZE));
-    int hm = -1;
-#pragma unroll
-    for (int h = PER - 1; h >= 0; h--) hm = b[h] == m ? h : hm;
-    const int first = __ffs(__ballot_sync(0xFFFFFFFF, hm >= 0)) - 1;
-    return __shfl_sync(0xFFFFFFFF, PER * l + hm, first);
-}
-
-// Back-pointer c of state (k, step j) of the last pass.
-template <int S> static __device__ __forceinline__ int oscar_tcq_back(const oscar_tcq_scratch<S> & sm, const int j, const int k) {
-    constexpr int PER = OSCAR_TCQ_LINKS(S) / WARP_SIZE;
-    return (sm.back[j >> 3][k / PER] >> (S * (PER * (j & 7) + k % PER))) & ((1 << S) - 1);
-}
-
-// The trace-back cut into groups g of 8 steps (8g .. 8g + 7): entry[g][k] = the k (high L - S bits) before step 8g
-// of the best path that leaves step 8g + 7 in k, for groups g0..7 and every k, each lane walking its survivors' k
-// through every group (LINKS independent chains of 8 pointers instead of one chain of 64).
-template <int S> static __device__ __forceinline__ void oscar_tcq_entries(oscar_tcq_scratch<S> & sm, const int g0) {
-    constexpr int LINKS = OSCAR_TCQ_LINKS(S), PER = LINKS / WARP_SIZE;
-    const int l = threadIdx.x % WARP_SIZE;
-#pragma unroll
-    for (int g = g0; g < OSCAR_QK / 8; g++) {
-#pragma unroll
-        for (int h = 0; h < PER; h++) {
-            int k = PER * l + h;
-#pragma unroll
-            for (int s = 7; s >= 0; s--) k = (k << S | oscar_tcq_back(sm, 8 * g + s, k)) & (LINKS - 1);
-            sm.entry[g][PER * l + h] = (uint8_t) k;
-        }
+    const int first = __ffs(__ballot_sync(0xFFFFFFFF, b == m)) - 1;
+    if (l == 0) {
+        sm.low[wp][0] = m;
+        sm.low[wp][1] = (WARP_SIZE * wp + first) / oscar_tcq_scratch<S>::H;
     }
+    __syncthreads();
+    int w = 0;  // a later warp wins only when its least cost is less
+#pragma unroll
+    for (int i = 1; i < NW; i++) w = sm.low[i][0] < sm.low[w][0] ? i : w;
+    return sm.low[w][1];
 }
 
-// Quantize the 64 floats at x (contiguous) into the 2 + 8S bytes at out (2-byte aligned): the whole warp calls this.
+// Quantize the 64 floats at x (contiguous) into the 2 + 8S bytes at out (2-byte aligned): the whole block of
+// oscar_tcq_scratch<S>::NT threads calls this, once.
 template <int S>
-static __device__ void oscar_tcq_quantize_warp(const float * __restrict__ x, uint8_t * __restrict__ out, oscar_tcq_scratch<S> & sm) {
-    constexpr int LINKS = OSCAR_TCQ_LINKS(S);
+static __device__ void oscar_tcq_quantize_dev(const float * __restrict__ x, uint8_t * __restrict__ out, oscar_tcq_scratch<S> & sm) {
+    constexpr int NT = oscar_tcq_scratch<S>::NT, CT = oscar_tcq_scratch<S>::CT;
     const float * cb = oscar_tcq_cb_dev<S>();
-    const int l = threadIdx.x % WARP_SIZE;
-    sm.x[l]      = x[l];
-    sm.x[l + 32] = x[l + 32];
-    __syncwarp();
+    const int t = threadIdx.x;
+    int32_t cs[CT];  // the codebook entries of thread t's branches (windows CT t + i), as oscar_tcq_scaled_codebook
+#pragma unroll
+    for (int i = 0; i < CT; i++) cs[i] = oscar_tcq_scaled(cb[CT * t + i]);
     double norm = 0.0;
-    if (oscar_tcq_prepare_warp(sm, &norm)) {  // uniform: every lane computed the same sum
-        __syncwarp();
-        sm.v[l]      = oscar_tcq_scaled(sm.u[l]);
-        sm.v[l + 32] = oscar_tcq_scaled(sm.u[l + 32]);
-        int32_t cs[8];  // the codebook entries of this lane's branches, scaled as oscar_tcq_scaled_codebook
+    if (oscar_tcq_prepare_dev(sm, x, &norm)) {  // uniform: every thread computed the same sum
+        __syncthreads();
+        // first pass on the row turned by half a block: the overlap the seam wants (oscar_tcq_seam) is the k before
+        // step 32 on the best path, group 4's entry
+        int k = oscar_tcq_argmin_dev(sm, oscar_tcq_pass(sm, cs, OSCAR_QK / 2, -1));
 #pragma unroll
-        for (int t = 0; t < 8; t++) cs[t] = oscar_tcq_scaled(cb[8 * l + t]);
-        __syncwarp();
-        // first pass on the row turned by half a block: the overlap the seam wants (oscar_tcq_seam) is
-        // path[32] & (LINKS - 1), the k before step 32 on the path traced back from the pass's end
-        int k = oscar_tcq_warp_pass(sm, cs, OSCAR_QK / 2, -1);
-        __syncwarp();
-        oscar_tcq_entries(sm, OSCAR_QK / 16);
-        __syncwarp();
-        k = sm.entry[4][sm.entry[5][sm.entry[6][sm.entry[7][k]]]];
-        __syncwarp();
-        // second pass, constrained to that overlap, traced back into the windows: lane g < 8 finds the k leaving its
-        // group (a lookup per later group), then walks the group's 8 steps
-        k = oscar_tcq_warp_pass(sm, cs, 0, k);
-        __syncwarp();
-        oscar_tcq_entries(sm, 0);
-        __syncwarp();
-        if (l < OSCAR_QK / 8) {
-            for (int g = OSCAR_QK / 8 - 1; g > l; g--) k = sm.entry[g][k];
-#pragma unroll
-            for (int s = 7; s >= 0; s--) {
-                const int j = 8 * l + s, w = k << S | oscar_tcq_back(sm, j, k);
-                sm.w[j] = (uint8_t) w;
-                k = w & (LINKS - 1);
+        for (int g = OSCAR_QK / 8 - 1; g >= OSCAR_QK / 16; g--) k = oscar_tcq_entry(sm.group[g][k]);
+        // second pass, constrained to that overlap (so the path ends in it): thread g < 8 follows the entries from
+        // the end back to its group, whose word is its S code bytes
+        oscar_tcq_pass(sm, cs, 0, k);
+        if (t < OSCAR_QK / 8) {
+            uint32_t w = 0;
+            for (int g = OSCAR_QK / 8 - 1; g >= t; g--) {
+                w = sm.group[g][k];
+                k = oscar_tcq_entry(w);
             }
-        }
-        __syncwarp();
-        // oscar_tcq_pack: code byte i is stream bits 8i .. 8i + 7, stream bit Sj + t bit t of w_j (t < S), taken
-        // from the (at most 4) elements j0 = 8i / S .. whose bits fall in it; the squares of the chosen values (exact
-        // in double), summed in element order by lane 0; and the scale
-        const double c0 = cb[sm.w[l]], c1 = cb[sm.w[l + 32]];
-        sm.u[l]      = c0 * c0;
-        sm.u[l + 32] = c1 * c1;
-        if (l < 8 * S) {
-            const int j0 = 8 * l / S;
-            uint32_t  acc = 0;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                if (S * (j0 + e) < 8 * l + 8) acc |= (uint32_t) (sm.w[j0 + e] & ((1 << S) - 1)) << (S * e);
-            }
-            sm.out[2 + l] = (uint8_t) (acc >> (8 * l - S * j0));
+            for (int i = 0; i < S; i++) sm.out[2 + S * t + i] = (uint8_t) (w >> 8 * i);
         }
-        __syncwarp();
-        if (l == 0) {
-            double lv2 = 0.0;
-#pragma unroll 16
-            for (int j = 0; j < OSCAR_QK; j++) lv2 += sm.u[j];
-            const uint16_t d = oscar_scale_bits(norm, lv2);
+        __syncthreads();
+        // oscar_tcq_pack's scale: the squares of the chosen values (exact in double), summed in element order on
+        // thread 0
+#pragma unroll
+        for (int j = t; j < OSCAR_QK; j += NT) {
+            const double c = cb[oscar_tcq_window(S, sm.out + 2, j)];
+            sm.sq[j] = c * c;
+        }
+        __syncthreads();
+        if (t == 0) {
+            const uint16_t d = oscar_scale_bits(norm, oscar_tcq_sum_dev(sm));
             sm.out[0] = (uint8_t) (d & 0xff);
             sm.out[1] = (uint8_t) (d >> 8);
         }
     }
-    __syncwarp();
-    if (l < (int) sizeof(block_oscar<S>) / 2) {
-        ((uint16_t *) out)[l] = (uint16_t) (sm.out[2 * l] | sm.out[2 * l + 1] << 8);
+    __syncthreads();
+    if (t < (int) sizeof(block_oscar<S>) / 2) {
+        ((uint16_t *) out)[t] = (uint16_t) (sm.out[2 * t] | sm.out[2 * t + 1] << 8);
     }
-    __syncwarp();  // sm is reused by the warp's next block
 }
 
-// CPY F32 -> oscar2/oscar3 (K-shift): cpy.cu's cpy_f32_q with a warp per block (same element and destination
+// CPY F32 -> oscar2/oscar3 (K-shift): cpy.cu's cpy_f32_q with a CUDA block per block (same element and destination
 // offsets). Templates, so that only cpy.cu compiles them.
 template <int B>
 static __global__ void k_cpy_f32_oscar_warp(const char * cx, char * cdst, const int64_t ne,
         const int64_t ne00, const int64_t ne01, const int64_t ne02, const int64_t nb00, const int64_t nb01, const int64_t nb02,
         const int64_t nb03, const int64_t ne10, const int64_t ne11, const int64_t ne12, const int64_t nb10, const int64_t nb11,
         const int64_t nb12, const int64_t nb13) {
-    static_assert(B == 2 || B == 3, "the warp encoder is the trellis codes'");
-    __shared__ oscar_tcq_scratch<B> sm;  // blocks of one warp (cpy_f32_oscar_warp_cuda)
+    static_assert(B == 2 || B == 3, "the trellis codes' encoder");
+    __shared__ oscar_tcq_scratch<B> sm;  // oscar_tcq_scratch<B>::NT threads (cpy_f32_oscar_warp_cuda)
     const int64_t i = (int64_t) blockIdx.x * QK_OSCAR;
     if (i >= ne) {
-        return;  // the whole warp
+        return;  // the whole CUDA block
     }
     const int64_t i03 = i/(ne00 * ne01 * ne02);
     const int64_t i02 = (i - i03*ne00*ne01*ne02 )/ (ne00*ne01);
@@ -404,7 +420,7 @@ static __global__ void k_cpy_f32_oscar_warp(const char * cx, char * cdst, const 
     const int64_t i10 = i - i13*ne10*ne11*ne12 - i12*ne10*ne11 - i11*ne10;
     const int64_t dst_offset = (i10/QK_OSCAR)*nb10 + i11*nb11 + i12*nb12 + i13*nb13;
 
-    oscar_tcq_quantize_warp<B>((const float *) (cx + x_offset), (uint8_t *) (cdst + dst_offset), sm);
+    oscar_tcq_quantize_dev<B>((const float *) (cx + x_offset), (uint8_t *) (cdst + dst_offset), sm);
 }
 
 template <int B>
@@ -413,22 +429,23 @@ static void cpy_f32_oscar_warp_cuda(const char * cx, char * cdst, const int64_t 
         const int64_t nb03, const int64_t ne10, const int64_t ne11, const int64_t ne12, const int64_t nb10, const int64_t nb11,
         const int64_t nb12, const int64_t nb13, cudaStream_t stream) {
     GGML_ASSERT(ne % QK_OSCAR == 0 && nb00 == sizeof(float));
-    // one warp a CUDA block: the Viterbi's shuffles are an SM-wide unit, so its warps are spread over the SMs
-    k_cpy_f32_oscar_warp<B><<<ne / QK_OSCAR, WARP_SIZE, 0, stream>>>(cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12,
+    // a CUDA block of 64 threads for each block (oscar_tcq_quantize_dev)
+    k_cpy_f32_oscar_warp<B><<<ne / QK_OSCAR, oscar_tcq_scratch<B>::NT, 0, stream>>>(cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12,
                                                        nb10, nb11, nb12, nb13);
 }
 
 // ---- SET_ROWS F32 -> OScaR ------------------------------------------------------------------------------------
 
-// Warp w of the grid quantizes 64-element block w of src0 into row src1[...] of dst.
+// Block ib of src0 (64 elements) into row src1[...] of dst: oscar4 by warp ib of the grid, oscar2/oscar3 by CUDA
+// block ib.
 template <typename idx_t, int B>
 static __global__ void k_set_rows_oscar(const float * __restrict__ src0, const idx_t * __restrict__ src1, char * __restrict__ dst,
         const int64_t nblocks, const int64_t nbr, const int64_t ne01, const int64_t ne02, const int64_t ne11, const int64_t ne12,
         const int64_t s01, const int64_t s02, const int64_t s03, const int64_t s10, const int64_t s11, const int64_t s12,
         const int64_t nb1, const int64_t nb2, const int64_t nb3) {
-    const int64_t ib = ((int64_t) blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE;
+    const int64_t ib = B == 4 ? ((int64_t) blockIdx.x * blockDim.x + threadIdx.x) / WARP_SIZE : (int64_t) blockIdx.x;
     if (ib >= nblocks) {
-        return;  // the whole warp
+        return;  // the whole warp (oscar4) or CUDA block
     }
     const int64_t i00 = ib % nbr, i01 = (ib / nbr) % ne01, i02 = (ib / nbr / ne01) % ne02, i03 = ib / nbr / ne01 / ne02;
     const int64_t row = src1[i01 * s10 + (i02 % ne11) * s11 + (i03 % ne12) * s12];
@@ -437,8 +454,8 @@ static __global__ void k_set_rows_oscar(const float * __restrict__ src0, const i
     if constexpr (B == 4) {
         quantize_f32_oscar4_block_warp(x, out);
     } else {
-        __shared__ oscar_tcq_scratch<B> sm;  // blocks of one warp (set_rows_cuda_oscar)
-        oscar_tcq_quantize_warp<B>(x, out, sm);
+        __shared__ oscar_tcq_scratch<B> sm;  // oscar_tcq_scratch<B>::NT threads (set_rows_cuda_oscar)
+        oscar_tcq_quantize_dev<B>(x, out, sm);
     }
 }
 
@@ -449,19 +466,17 @@ static void set_rows_cuda_oscar(const ggml_tensor * src0, const ggml_tensor * sr
     if (nblocks == 0) {
         return;
     }
-    // oscar2/oscar3: one warp a CUDA block (the warp Viterbi's shuffles are an SM-wide unit: a decode step's few
-    // blocks go to as many SMs); oscar4: four
-    const int     threads = dst->type == GGML_TYPE_OSCAR4 ? 4 * WARP_SIZE : WARP_SIZE;
-    const int64_t grid = (nblocks * WARP_SIZE + threads - 1) / threads;
+    // oscar2/oscar3: a CUDA block of 64 threads for each block (oscar_tcq_quantize_dev: a decode
+    // step's few blocks go to as many SMs); oscar4: four warps of one block each
     const int64_t e0 = sizeof(float), e1 = sizeof(idx_t);
-#define OSCAR_SET_ROWS(B) k_set_rows_oscar<idx_t, B><<<grid, threads, 0, stream>>>( \
+#define OSCAR_SET_ROWS(B, grid, threads) k_set_rows_oscar<idx_t, B><<<grid, threads, 0, stream>>>( \
         (const float *) src0->data, (const idx_t *) src1->data, (char *) dst->data, nblocks, nbr, src0->ne[1], src0->ne[2], \
         src1->ne[1], src1->ne[2], src0->nb[1] / e0, src0->nb[2] / e0, src0->nb[3] / e0, src1->nb[0] / e1, src1->nb[1] / e1, \
         src1->nb[2] / e1, dst->nb[1], dst->nb[2], dst->nb[3])
     switch (dst->type) {
-        case GGML_TYPE_OSCAR2: OSCAR_SET_ROWS(2); break;
-        case GGML_TYPE_OSCAR3: OSCAR_SET_ROWS(3); break;
-        default:               OSCAR_SET_ROWS(4); break;
+        case GGML_TYPE_OSCAR2: OSCAR_SET_ROWS(2, nblocks, oscar_tcq_scratch<2>::NT); break;
+        case GGML_TYPE_OSCAR3: OSCAR_SET_ROWS(3, nblocks, oscar_tcq_scratch<3>::NT); break;
+        default:               OSCAR_SET_ROWS(4, (nblocks + 3) / 4, 4 * WARP_SIZE); break;
     }
 #undef OSCAR_SET_ROWS
 }
