@@ -14,8 +14,10 @@
 static const float oscar_levels4[16] = { OSCAR_LEVELS4 };
 
 // oscar_block_bytes, inline for the loops that run once per cached row (a call through the PLT showed in a decode
-// profile): 2 bytes of scale and 8 bits per element of codes, oscar2/3/4's 18, 26, 34; 0 for other widths.
-static inline size_t oscar_block_bytes_inline(int bits) { return bits >= 2 && bits <= 4 ? 2 + 8 * (size_t) bits : 0; }
+// profile): oscar.h's block sizes, 0 for other widths.
+static inline size_t oscar_block_bytes_inline(int bits) {
+    return bits == 2 ? OSCAR2_BLOCK_BYTES : bits == 3 ? OSCAR3_BLOCK_BYTES : bits == 4 ? OSCAR4_BLOCK_BYTES : 0;
+}
 
 static inline float oscar_half_to_float(uint16_t h) {
 #if defined(__F16C__)
