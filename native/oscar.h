@@ -58,6 +58,8 @@ typedef struct {
     size_t            nbk, nbv;
     oscar_to_float_fn k_to_float;  // NULL: K rows are float32
     oscar_to_float_fn v_to_float;  // NULL: V rows are float32
+    int32_t           k_bits;      // 2, 3: K rows are oscar2 / oscar3, decoded a tile at a time (oscar_tcq_rows_to_float)
+    int32_t           v_bits;      //   instead of by k_to_float row by row; 0: by k_to_float (V alike)
 } oscar_attn_src;
 // The queries: g heads (h0 .. h0 + g - 1 of n_head, which read the same K/V rows) of each query row; query (i, j)
 // at q + i q_row + j q_head (float32, dk). Logit l = scale * K.q (softcap != 0: softcap * tanh(scale * K.q /
@@ -244,6 +246,10 @@ int oscar_calib_check(const float * mean, const float * std, int32_t n_layer, in
 // The bitshift-trellis codes (oscar_tcq.c; format, encoder and conventions in oscar_tcq_block.h): the 256 entries of
 // the codebook of oscar2 (bits 2) or oscar3 (bits 3); NULL for other bits.
 const float * oscar_tcq_codebook(int bits);
+// Rows rows[0..n-1] of oscar2 (bits 2) or oscar3 (3) rows of len elements, stride bytes apart from base, decoded to
+// out (len floats a row): as oscar_dequantize_row row by row, with the decoder's set-up done once a call.
+void oscar_tcq_rows_to_float(int bits, const char * base, size_t stride, const int64_t * rows, int n, int64_t len,
+                             float * out);
 /* cffi-end */
 
 #define OSCAR_FNV_SEED 0xcbf29ce484222325ull

@@ -77,6 +77,16 @@ static inline void accumulate(float * o, float f, const float * v, const float *
     }
 }
 
+// The largest of a tile's logits (NaN never wins; all -inf or NaN: -inf).
+static inline float max_tile(const float * s) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (int r = 0; r < OSCAR_ATTN_TILE; r += 8) m = _mm256_max_ps(_mm256_loadu_ps(s + r), m);  // NaN: keeps m
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
 // y = f y + w x (the fold of parts)
 static inline void scale_add(float * y, float f, const float * x, float w, int64_t n) {
     const __m256 vf = _mm256_set1_ps(f), vw = _mm256_set1_ps(w);
@@ -148,6 +158,12 @@ static inline void accumulate(float * o, float f, const float * v, const float *
     }
 }
 
+static inline float max_tile(const float * s) {
+    float m = -INFINITY;
+    for (int r = 0; r < OSCAR_ATTN_TILE; r++) m = s[r] > m ? s[r] : m;
+    return m;
+}
+
 static inline void scale_add(float * y, float f, const float * x, float w, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = f * y[i] + w * x[i];
 }
@@ -213,6 +229,23 @@ static inline const oscar_attn_src * locate(const oscar_attn_src * src, int nsrc
     return &src[t];
 }
 
+// Rows rows[0..n-1] of a source's K or V (stride bytes apart from base) as floats, len a row: oscar2 / oscar3 rows a
+// run at a time, others row by row (NULL to_float: float32 rows).
+static void decode_rows(const char * base, size_t stride, int bits, oscar_to_float_fn to_float, const int64_t * rows,
+                        int n, int64_t len, float * out) {
+    if (bits) {
+        oscar_tcq_rows_to_float(bits, base, stride, rows, n, len, out);
+        return;
+    }
+    for (int r = 0; r < n; r++) {
+        if (to_float) {
+            to_float(base + rows[r] * (int64_t) stride, out + r * len, len);
+        } else {
+            memcpy(out + r * len, base + rows[r] * (int64_t) stride, (size_t) len * sizeof(float));
+        }
+    }
+}
+
 void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows, int64_t n,
                      const oscar_attn_query * qa, int nq, float * part, float * scratch) {
     const int g = qa->g, nqg = nq * g;  // query (i, j): logits s[(i g + j) TILE + r], part (i g + j)
@@ -239,46 +272,37 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows,
         const int nt = (int) (n - i0 < OSCAR_ATTN_TILE ? n - i0 : OSCAR_ATTN_TILE);
         const oscar_attn_src * ta[OSCAR_ATTN_TILE];  // the tile's rows: source, and row there
         int64_t tr[OSCAR_ATTN_TILE];
-        for (int r = 0; r < nt; r++) {  // the tile's K and V rows, decoded once for all queries
-            const oscar_attn_src * a = ta[r] = locate(src, nsrc, rows[i0 + r], &tr[r]);
-            const int64_t row = tr[r];
-            if (a->k_to_float) {
-                a->k_to_float(a->k + row * a->nbk, kt + r * dk, dk);
-            } else {
-                memcpy(kt + r * dk, a->k + row * a->nbk, (size_t) dk * sizeof(float));
-            }
-            if (a->v_to_float) {
-                a->v_to_float(a->v + row * a->nbv, vt + r * dv, dv);
-            } else {
-                memcpy(vt + r * dv, a->v + row * a->nbv, (size_t) dv * sizeof(float));
-            }
+        for (int r = 0; r < nt; r++) ta[r] = locate(src, nsrc, rows[i0 + r], &tr[r]);
+        for (int r0 = 0, r1; r0 < nt; r0 = r1) {  // the tile's K and V rows, decoded once for all queries
+            const oscar_attn_src * a = ta[r0];
+            for (r1 = r0 + 1; r1 < nt && ta[r1] == a; r1++) {}
+            decode_rows(a->k, a->nbk, a->k_bits, a->k_to_float, tr + r0, r1 - r0, dk, kt + r0 * dk);
+            decode_rows(a->v, a->nbv, a->v_bits, a->v_to_float, tr + r0, r1 - r0, dv, vt + r0 * dv);
         }
         if (nt < OSCAR_ATTN_TILE) {  // a short tile: zero rows, whose logits become -inf below
             memset(kt + nt * dk, 0, (size_t) ((OSCAR_ATTN_TILE - nt) * dk) * sizeof(float));
         }
         for (int i = 0; i < nq; i++) {
-            float mv[OSCAR_ATTN_TILE];  // query row i's mask values of the tile's rows
+            float mv[OSCAR_ATTN_TILE] = { 0 };  // query row i's mask values of the tile's rows
             for (int r = 0; r < nt; r++) {
                 mv[r] = ta[r]->mask ? oscar_half_to_float(ta[r]->mask[i * ta[r]->mask_row + tr[r]]) : 0.0f;
             }
             for (int j = 0; j < g; j++) {
                 float * su = s + (i * g + j) * OSCAR_ATTN_TILE;
                 const float * qij = q + i * q_row + j * q_head;
+                const float sl = slope[j];
                 for (int r = 0; r < OSCAR_ATTN_TILE; r += 8) logits8(kt + r * dk, qij, dk, su + r);
-                for (int r = 0; r < nt; r++) {
-                    float l = su[r] * kq_scale;
-                    if (softcap != 0.0f) {
-                        l = softcap * tanhf(l);
-                    }
-                    su[r] = l + (mv[r] != 0.0f ? slope[j] * mv[r] : 0.0f);
+                if (softcap != 0.0f) {
+                    for (int r = 0; r < OSCAR_ATTN_TILE; r++) su[r] = softcap * tanhf(su[r] * kq_scale) + sl * mv[r];
+                } else {  // the whole tile: a loop the compiler vectorizes
+                    for (int r = 0; r < OSCAR_ATTN_TILE; r++) su[r] = su[r] * kq_scale + sl * mv[r];
                 }
                 for (int r = nt; r < OSCAR_ATTN_TILE; r++) su[r] = -INFINITY;  // weights 0
             }
         }
         for (int u = 0; u < nqg; u++) {  // the running maximum moves once per tile
             float * p = part + u * (2 + dv), * su = s + u * OSCAR_ATTN_TILE, * wu = w + u * OSCAR_ATTN_TILE;
-            float m = -INFINITY;
-            for (int r = 0; r < OSCAR_ATTN_TILE; r++) m = su[r] > m ? su[r] : m;
+            const float m = max_tile(su);
             if (m == -INFINITY) {  // a logit of -inf (an infinite query): no weight
                 continue;
             }

@@ -26,6 +26,14 @@ class Source:
             self.vb = self.v = np.ascontiguousarray(v, dtype=np.float32)
 
 
+def set_decoders(ffi, lib, s, kind) -> None:
+    """A source's K and V decoders as ggml-cpu sets them: to_float, and the bits of the trellis types (decoded a tile
+    at a time); float32 rows (kind None) have neither."""
+    bits = int(kind[-1]) if kind else 0
+    s.k_to_float = s.v_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
+    s.k_bits = s.v_bits = bits if bits in (2, 3) else 0
+
+
 def query(q: np.ndarray, scale=0.1, softcap=0.0, max_bias=0.0, h0=0, n_head=None):
     """An oscar_attn_query of the float32 queries q [nq, g, DK] (C order), and the buffer it points into (keep it)."""
     ffi, _ = _native.lib()
@@ -50,9 +58,7 @@ def attn_parts(q: np.ndarray, sources: list[Source], scale=0.1, softcap=0.0, max
         s.k, s.v, s.n, s.nbk, s.nbv = kb, vb, c.n, c.kb.strides[0] if c.n else 0, c.vb.strides[0] if c.n else 0
         s.mask = ffi.NULL if c.mask is None else ffi.cast("uint16_t *", ffi.from_buffer(c.mask))
         s.mask_row = c.n
-        bits = c.kind[-1] if c.kind else None
-        s.k_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
-        s.v_to_float = s.k_to_float
+        set_decoders(ffi, lib, s, c.kind)
     rows = ffi.new("int32_t[]", max(1, sum(c.n for c in sources)))
     n = lib.oscar_attn_visible(src, len(sources), 0, rows)
     bounds = [0, *(min(c, n) for c in cuts), n]
@@ -394,9 +400,7 @@ def attn_rows(q: np.ndarray, sources: list[Source], sinks: np.ndarray, max_bias=
         keep += [kb, vb, m]
         s.k, s.v, s.n, s.nbk, s.nbv = kb, vb, c.n, c.kb.strides[0], c.vb.strides[0]
         s.mask, s.mask_row = ffi.cast("uint16_t *", m), c.n
-        bits = c.kind[-1] if c.kind else None
-        s.k_to_float = ffi.addressof(lib, f"oscar{bits}_dequantize_row") if bits else ffi.NULL
-        s.v_to_float = s.k_to_float
+        set_decoders(ffi, lib, s, c.kind)
     qa, _buf = query(q, 0.1, 0.0, max_bias, 0, g)
     out = np.zeros((nq, g, DV), dtype=np.float32)
     work = np.empty(lib.oscar_attn_rows_work(DK, DV, nq, g, total), dtype=np.float32)

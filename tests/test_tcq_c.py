@@ -101,6 +101,25 @@ def test_every_element_decodes_alone(native, s):
         assert [d * cb[(circle >> s * j) & 0xff] for j in range(64)] == list(row)
 
 
+@pytest.mark.parametrize("s", WIDTHS)
+@pytest.mark.parametrize("blocks", [1, 2, 4])
+def test_rows_decode_as_rows_one_by_one(native, s, blocks):
+    """oscar_tcq_rows_to_float (the CPU attention's tile decode): any rows of a strided matrix, in any order and
+    repeated, more than one set-up's worth (64 rows) included, equal oscar_dequantize_row row by row."""
+    ffi, C = native
+    rng = np.random.default_rng(blocks)
+    n_rows, row_bytes = 150, blocks * nbytes(s)
+    mat = np.zeros((n_rows, row_bytes + 5), dtype=np.uint8)  # 5 bytes of other data between rows
+    mat[:, :row_bytes] = quantize(native, rng.standard_normal((n_rows * blocks, 64)), s).reshape(n_rows, row_bytes)
+    rows = np.concatenate([rng.integers(0, n_rows, 97), [0, n_rows - 1, n_rows - 1]]).astype(np.int64)
+    out = np.zeros((len(rows), 64 * blocks), dtype=np.float32)
+    C.oscar_tcq_rows_to_float(s, ffi.cast("char *", mat.ctypes.data), mat.strides[0],
+                              ffi.cast("int64_t *", rows.ctypes.data), len(rows), 64 * blocks,
+                              ffi.cast("float *", out.ctypes.data))
+    want = dequantize(native, mat[:, :row_bytes].reshape(-1, nbytes(s)), s).reshape(n_rows, 64 * blocks)[rows]
+    np.testing.assert_array_equal(out, want)
+
+
 # Rows of 1000 (seeds 0-29) whose stream differs from the unrounded model's, and the change of total squared error
 # relative to it, measured: s = 2: 15-24 rows, -2.0e-4 .. +1.1e-4; s = 3 (8 predecessors, more near-ties): 38-67
 # rows, -7.4e-5 .. +1.4e-4.
@@ -220,7 +239,8 @@ def test_codebooks_are_regenerated():
 
 BUILDS = {
     "portable-c": ["-O2", "-DOSCAR_PORTABLE_C"],             # the scalar Viterbi of oscar_tcq_block.h
-    "baseline-isa": ["-O2"],                                # AVX2 chosen at run time
+    "baseline-isa": ["-O2"],                                # AVX2 and AVX-512 chosen at run time
+    "avx2-only": ["-O2", "-DOSCAR_NO_AVX512"],              # the AVX2 decode where AVX-512 would be chosen
     "native-fma": ["-O3", "-march=native", "-ffp-contract=fast", "-DOSCAR_PORTABLE_C"],  # scalar, auto-vectorized
     "no-opt": ["-O0", "-DOSCAR_PORTABLE_C"],
 }
