@@ -176,6 +176,132 @@ static inline float exp_tile(const float * s, float m, float * w, int n) {
 
 #endif
 
+#if defined(OSCAR_X86) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__) && defined(__AVX512VBMI__) && defined(__FMA__) && defined(__F16C__) &&               \
+    !defined(OSCAR_NO_AVX512)
+// Compiled for AVX-512 with VBMI: K logits are sums over 16 lanes (logits16), and a tile whose rows all come from
+// one oscar2/oscar3 source, for up to OSCAR_ATTN_FUSED queries, is decoded into registers (oscar_tcq_vbmi.h) and
+// used there (fused_logits, fused_accumulate) instead of through kt and vt: the same operations in the same order,
+// so the same bits either way.
+#include "oscar_tcq_vbmi.h"
+#define OSCAR_ATTN_FUSED 4
+
+static oscar_vbmi_tables attn_vbmi[2];  // [bits - 2]
+
+__attribute__((constructor)) static void attn_vbmi_init(void) {
+    for (int s = 2; s <= 3; s++) oscar_vbmi_tables_init(&attn_vbmi[s - 2], s, oscar_tcq_codebook(s));
+}
+
+// The 16 rows' sums of a[r]'s lanes, in row order: rows r and r + 8 into the 256-bit halves, then r and r + 4 into
+// 128-bit lanes, then pairs within lanes (lane 4 l + t then holds row (0 2 1 3)[t] + (0 8 4 12)[l]).
+static inline __m512 fold16(const __m512 * a) {
+    __m512 b[8], c[4], e[2];
+    for (int r = 0; r < 8; r++) {
+        b[r] = _mm512_add_ps(_mm512_shuffle_f32x4(a[r], a[r + 8], 0x44), _mm512_shuffle_f32x4(a[r], a[r + 8], 0xee));
+    }
+    for (int r = 0; r < 4; r++) {
+        c[r] = _mm512_add_ps(_mm512_shuffle_f32x4(b[r], b[r + 4], 0x88), _mm512_shuffle_f32x4(b[r], b[r + 4], 0xdd));
+    }
+    for (int r = 0; r < 2; r++) {
+        e[r] = _mm512_add_ps(_mm512_shuffle_ps(c[r], c[r + 2], 0x44), _mm512_shuffle_ps(c[r], c[r + 2], 0xee));
+    }
+    const __m512  f     = _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xdd));
+    const __m512i order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+    return _mm512_permutexvar_ps(order, f);
+}
+
+// out[r] = K row r . q for the 16 rows of a tile (dk floats apart), 16 lanes a row in the order of d, then fold16.
+static inline void logits16(const float * k, const float * q, int64_t dk, float * out) {
+    __m512 a[OSCAR_ATTN_TILE];
+    for (int r = 0; r < OSCAR_ATTN_TILE; r++) a[r] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < dk; d += 16) {
+        const __mmask16 m  = dk - d >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (dk - d)) - 1);
+        const __m512    qv = _mm512_maskz_loadu_ps(m, q + d);
+        for (int r = 0; r < OSCAR_ATTN_TILE; r++) {
+            a[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, k + r * dk + d), qv, a[r]);
+        }
+    }
+    _mm512_storeu_ps(out, fold16(a));
+}
+
+// logits16 of nu queries qs[u] over the tile's nt rows (rows tr of source a, oscar2/oscar3 K), decoded into
+// registers: out[u 16 + r] (rows nt.. : 0, as kt's zero rows give).
+static inline __attribute__((always_inline)) void fused_logits(const oscar_attn_src * a, const int64_t * tr, int nt,
+                                                               const float * const * qs, int nu, int64_t dk,
+                                                               float * out) {
+    const oscar_vbmi_regs t      = oscar_vbmi_load(&attn_vbmi[a->k_bits - 2], a->k_bits);
+    const size_t          nbytes = oscar_block_bytes_inline(a->k_bits);
+    __m512 acc[OSCAR_ATTN_FUSED][OSCAR_ATTN_TILE];
+    for (int u = 0; u < nu; u++) {
+        for (int r = 0; r < OSCAR_ATTN_TILE; r++) acc[u][r] = _mm512_setzero_ps();
+    }
+    for (int r = 0; r < nt; r++) {
+        const uint8_t * row = (const uint8_t *) a->k + tr[r] * (int64_t) a->nbk;
+        for (int64_t b = 0; b < dk / OSCAR_QK; b++) {
+            __m512 x[4];
+            oscar_vbmi_block(&t, row + b * nbytes, x);
+            for (int u = 0; u < nu; u++) {
+                const float * qb = qs[u] + b * OSCAR_QK;
+                for (int c = 0; c < 4; c++) acc[u][r] = _mm512_fmadd_ps(x[c], _mm512_loadu_ps(qb + 16 * c), acc[u][r]);
+            }
+        }
+    }
+    for (int u = 0; u < nu; u++) _mm512_storeu_ps(out + u * OSCAR_ATTN_TILE, fold16(acc[u]));
+}
+
+// accumulate (o[u] = f[u] o[u] + sum_r w[u 16 + r] V row r, rows of weight 0 skipped) for the nu queries with
+// active[u], the tile's V rows (rows tr of source a, oscar2/oscar3) decoded into registers a block at a time.
+static inline __attribute__((always_inline)) void fused_accumulate(const oscar_attn_src * a, const int64_t * tr, int nt,
+                                                                   float * const * o, const float * f, const float * w,
+                                                                   const int * active, int nu, int64_t dv) {
+    const oscar_vbmi_regs t      = oscar_vbmi_load(&attn_vbmi[a->v_bits - 2], a->v_bits);
+    const size_t          nbytes = oscar_block_bytes_inline(a->v_bits);
+    for (int64_t b = 0; b < dv / OSCAR_QK; b++) {
+        __m512 acc[OSCAR_ATTN_FUSED][4];
+        for (int u = 0; u < nu; u++) {
+            const __m512 fu = _mm512_set1_ps(f[u]);
+            for (int c = 0; c < 4; c++) {
+                acc[u][c] = active[u] ? _mm512_mul_ps(fu, _mm512_loadu_ps(o[u] + b * OSCAR_QK + 16 * c)) : _mm512_setzero_ps();
+            }
+        }
+        for (int r = 0; r < nt; r++) {
+            __m512 x[4];
+            oscar_vbmi_block(&t, (const uint8_t *) a->v + tr[r] * (int64_t) a->nbv + b * nbytes, x);
+            for (int u = 0; u < nu; u++) {
+                const float wr = w[u * OSCAR_ATTN_TILE + r];
+                if (!active[u] || wr == 0.0f) continue;
+                for (int c = 0; c < 4; c++) acc[u][c] = _mm512_fmadd_ps(_mm512_set1_ps(wr), x[c], acc[u][c]);
+            }
+        }
+        for (int u = 0; u < nu; u++) {
+            if (!active[u]) continue;
+            for (int c = 0; c < 4; c++) _mm512_storeu_ps(o[u] + b * OSCAR_QK + 16 * c, acc[u][c]);
+        }
+    }
+}
+
+// The fused steps for a constant number of queries (registers, not memory, for the accumulators).
+static void fused_logits_n(const oscar_attn_src * a, const int64_t * tr, int nt, const float * const * qs, int nu,
+                           int64_t dk, float * out) {
+    switch (nu) {
+        case 1: fused_logits(a, tr, nt, qs, 1, dk, out); break;
+        case 2: fused_logits(a, tr, nt, qs, 2, dk, out); break;
+        case 3: fused_logits(a, tr, nt, qs, 3, dk, out); break;
+        default: fused_logits(a, tr, nt, qs, 4, dk, out); break;
+    }
+}
+
+static void fused_accumulate_n(const oscar_attn_src * a, const int64_t * tr, int nt, float * const * o, const float * f,
+                               const float * w, const int * active, int nu, int64_t dv) {
+    switch (nu) {
+        case 1: fused_accumulate(a, tr, nt, o, f, w, active, 1, dv); break;
+        case 2: fused_accumulate(a, tr, nt, o, f, w, active, 2, dv); break;
+        case 3: fused_accumulate(a, tr, nt, o, f, w, active, 3, dv); break;
+        default: fused_accumulate(a, tr, nt, o, f, w, active, 4, dv); break;
+    }
+}
+#endif
+
 int oscar_attn_group(int64_t n_head, int64_t n_head_k, int64_t n_head_v, int64_t mask_heads, int64_t mask2_heads) {
     const int shared = n_head_k == n_head_v && n_head_k > 0 && n_head % n_head_k == 0 && mask_heads == 1 &&
                        mask2_heads == 1;
@@ -272,18 +398,32 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows,
         const int nt = (int) (n - i0 < OSCAR_ATTN_TILE ? n - i0 : OSCAR_ATTN_TILE);
         const oscar_attn_src * ta[OSCAR_ATTN_TILE];  // the tile's rows: source, and row there
         int64_t tr[OSCAR_ATTN_TILE];
-        for (int r = 0; r < nt; r++) ta[r] = locate(src, nsrc, rows[i0 + r], &tr[r]);
-        for (int r0 = 0, r1; r0 < nt; r0 = r1) {  // the tile's K and V rows, decoded once for all queries
+        int one = 1;  // all from one source
+        for (int r = 0; r < nt; r++) {
+            ta[r] = locate(src, nsrc, rows[i0 + r], &tr[r]);
+            one = one && ta[r] == ta[0];
+        }
+#ifdef OSCAR_ATTN_FUSED
+        const int fused = one && ta[0]->k_bits && ta[0]->v_bits && dk % OSCAR_QK == 0 && dv % OSCAR_QK == 0 &&
+                          nqg <= OSCAR_ATTN_FUSED;
+        const float * qs[OSCAR_ATTN_FUSED];
+        for (int u = 0; fused && u < nqg; u++) qs[u] = q + (u / g) * q_row + (u % g) * q_head;
+        if (fused) fused_logits_n(ta[0], tr, nt, qs, nqg, dk, s);
+#else
+        const int fused = 0;
+        (void) one;
+#endif
+        for (int r0 = 0, r1; !fused && r0 < nt; r0 = r1) {  // the tile's K and V rows, decoded once for all queries
             const oscar_attn_src * a = ta[r0];
             for (r1 = r0 + 1; r1 < nt && ta[r1] == a; r1++) {}
             decode_rows(a->k, a->nbk, a->k_bits, a->k_to_float, tr + r0, r1 - r0, dk, kt + r0 * dk);
             decode_rows(a->v, a->nbv, a->v_bits, a->v_to_float, tr + r0, r1 - r0, dv, vt + r0 * dv);
         }
-        if (nt < OSCAR_ATTN_TILE) {  // a short tile: zero rows, whose logits become -inf below
+        if (!fused && nt < OSCAR_ATTN_TILE) {  // a short tile: zero rows, whose logits become -inf below
             memset(kt + nt * dk, 0, (size_t) ((OSCAR_ATTN_TILE - nt) * dk) * sizeof(float));
         }
         for (int i = 0; i < nq; i++) {
-            float mv[OSCAR_ATTN_TILE] = { 0 };  // query row i's mask values of the tile's rows
+            float mv[OSCAR_ATTN_TILE];  // query row i's mask values of the tile's rows
             for (int r = 0; r < nt; r++) {
                 mv[r] = ta[r]->mask ? oscar_half_to_float(ta[r]->mask[i * ta[r]->mask_row + tr[r]]) : 0.0f;
             }
@@ -291,15 +431,25 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows,
                 float * su = s + (i * g + j) * OSCAR_ATTN_TILE;
                 const float * qij = q + i * q_row + j * q_head;
                 const float sl = slope[j];
+#ifdef OSCAR_ATTN_FUSED
+                if (!fused) logits16(kt, qij, dk, su);
+#else
                 for (int r = 0; r < OSCAR_ATTN_TILE; r += 8) logits8(kt + r * dk, qij, dk, su + r);
-                if (softcap != 0.0f) {
-                    for (int r = 0; r < OSCAR_ATTN_TILE; r++) su[r] = softcap * tanhf(su[r] * kq_scale) + sl * mv[r];
-                } else {  // the whole tile: a loop the compiler vectorizes
-                    for (int r = 0; r < OSCAR_ATTN_TILE; r++) su[r] = su[r] * kq_scale + sl * mv[r];
+#endif
+                for (int r = 0; r < nt; r++) {  // (a loop over the whole tile, vectorized, made batches 12 % slower)
+                    float l = su[r] * kq_scale;
+                    if (softcap != 0.0f) {
+                        l = softcap * tanhf(l);
+                    }
+                    su[r] = l + (mv[r] != 0.0f ? sl * mv[r] : 0.0f);
                 }
                 for (int r = nt; r < OSCAR_ATTN_TILE; r++) su[r] = -INFINITY;  // weights 0
             }
         }
+#ifdef OSCAR_ATTN_FUSED
+        float fu[OSCAR_ATTN_FUSED] = { 0 };  // a fused tile's rescales, and which queries see it
+        int   active[OSCAR_ATTN_FUSED] = { 0 };
+#endif
         for (int u = 0; u < nqg; u++) {  // the running maximum moves once per tile
             float * p = part + u * (2 + dv), * su = s + u * OSCAR_ATTN_TILE, * wu = w + u * OSCAR_ATTN_TILE;
             const float m = max_tile(su);
@@ -313,8 +463,22 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows,
                 p[0] = m;
             }
             p[1] += exp_tile(su, p[0], wu, OSCAR_ATTN_TILE);
-            accumulate(p + 2, f, vt, wu, nt, dv);
+            if (!fused) {
+                accumulate(p + 2, f, vt, wu, nt, dv);
+#ifdef OSCAR_ATTN_FUSED
+            } else {
+                fu[u]     = f;
+                active[u] = 1;
+#endif
+            }
         }
+#ifdef OSCAR_ATTN_FUSED
+        if (fused) {
+            float * o[OSCAR_ATTN_FUSED];
+            for (int u = 0; u < nqg; u++) o[u] = part + u * (2 + dv) + 2;
+            fused_accumulate_n(ta[0], tr, nt, o, fu, w, active, nqg, dv);
+        }
+#endif
     }
 }
 

@@ -7,6 +7,7 @@
 #include "oscar_impl.h"
 #include "oscar_tcq_block.h"
 #include "oscar_tcq_codebook.h"
+#include "oscar_tcq_vbmi.h"
 
 static const float tcq_cb2[OSCAR_TCQ_STATES] = { OSCAR_TCQ2_CODEBOOK };
 static const float tcq_cb3[OSCAR_TCQ_STATES] = { OSCAR_TCQ3_CODEBOOK };
@@ -246,15 +247,8 @@ OSCAR_AVX2 static void tcq3_decode_block_avx2(const uint8_t * b, float * y) {
     }
 }
 
-// AVX-512 with VBMI (chosen at run time): all 64 windows of a block at once, no table in memory. A byte permute
-// gives each 64-bit lane the stream piece of 8 consecutive windows and a multishift cuts them out (8 bits at offsets
-// 0, s, .., 7s); the codebook's halves are two byte planes of 256 entries in eight registers, each plane two
-// 128-entry permutes picked by the window's bit 7. Lane q holds windows 8 m_q, m = 0 2 1 3 4 6 5 7, so that
-// interleaving the planes (within 128-bit lanes) leaves elements 0-15 and 32-47 in the low words, 16-31 and 48-63 in
-// the high ones. On an AMD EPYC (Zen 4), 16 blocks a call: 5.6 ns a block against 8.3 for the AVX2 quadruples.
-// -DOSCAR_NO_AVX512 leaves it out (the tests' AVX2-only build).
-#define OSCAR_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,f16c")))
-
+// AVX-512 with VBMI (oscar_tcq_vbmi.h), chosen at run time. On an AMD EPYC (Zen 4), 16 blocks a call: 5.6 ns a block
+// against 8.3 for the AVX2 quadruples. -DOSCAR_NO_AVX512 leaves it out (the tests' AVX2-only build).
 static int have_vbmi(void) {
 #ifdef OSCAR_NO_AVX512
     return 0;
@@ -269,49 +263,22 @@ static int have_vbmi(void) {
 #endif
 }
 
-static struct { uint8_t perm[64], shift[64], plane[2][OSCAR_TCQ_STATES]; } tcq_vbmi[2];  // [s - 2]
+static oscar_vbmi_tables tcq_vbmi[2];  // [s - 2]
 
 __attribute__((constructor)) static void tcq_vbmi_init(void) {
-    static const int m[8] = { 0, 2, 1, 3, 4, 6, 5, 7 };
-    for (int s = 2; s <= 3; s++) {
-        for (int q = 0; q < 8; q++) {
-            for (int i = 0; i < 8; i++) {
-                tcq_vbmi[s - 2].perm[8 * q + i]  = (uint8_t) ((s * m[q] + i) % oscar_tcq_code_bytes(s));
-                tcq_vbmi[s - 2].shift[8 * q + i] = (uint8_t) (s * i);
-            }
-        }
-        for (int w = 0; w < OSCAR_TCQ_STATES; w++) {
-            const uint16_t h = oscar_float_to_half_sat(tcq_cb(s)[w]);
-            tcq_vbmi[s - 2].plane[0][w] = (uint8_t) (h & 0xff);
-            tcq_vbmi[s - 2].plane[1][w] = (uint8_t) (h >> 8);
-        }
-    }
+    for (int s = 2; s <= 3; s++) oscar_vbmi_tables_init(&tcq_vbmi[s - 2], s, tcq_cb(s));
 }
 
 // nrows rows of per_row blocks, row r at in[r], into y (per_row 64 floats a row).
 OSCAR_VBMI static void tcq_decode_vbmi(int s, const uint8_t * const * in, int64_t nrows, int64_t per_row, float * y) {
-    const size_t    nbytes = oscar_block_bytes_inline(s);
-    const uint8_t * pl     = tcq_vbmi[s - 2].plane[0];  // the low plane, then the high one
-    const __m512i   perm   = _mm512_loadu_si512(tcq_vbmi[s - 2].perm), shift = _mm512_loadu_si512(tcq_vbmi[s - 2].shift);
-    const __m512i   lo0 = _mm512_loadu_si512(pl), lo1 = _mm512_loadu_si512(pl + 64);
-    const __m512i   lo2 = _mm512_loadu_si512(pl + 128), lo3 = _mm512_loadu_si512(pl + 192);
-    const __m512i   hi0 = _mm512_loadu_si512(pl + 256), hi1 = _mm512_loadu_si512(pl + 320);
-    const __m512i   hi2 = _mm512_loadu_si512(pl + 384), hi3 = _mm512_loadu_si512(pl + 448);
-    const __mmask64 code = (__mmask64) ((1ull << oscar_tcq_code_bytes(s)) - 1);  // no load past the block
+    const size_t          nbytes = oscar_block_bytes_inline(s);
+    const oscar_vbmi_regs t      = oscar_vbmi_load(&tcq_vbmi[s - 2], s);
     for (int64_t r = 0; r < nrows; r++) {
         for (int64_t ib = 0; ib < per_row; ib++) {
-            const uint8_t * b = in[r] + ib * nbytes;
-            const __m512i   w = _mm512_multishift_epi64_epi8(shift, _mm512_permutexvar_epi8(perm, _mm512_maskz_loadu_epi8(code, b + 2)));
-            const __mmask64 top = _mm512_movepi8_mask(w);
-            const __m512i   lo  = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(lo0, w, lo1), _mm512_permutex2var_epi8(lo2, w, lo3));
-            const __m512i   hi  = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(hi0, w, hi1), _mm512_permutex2var_epi8(hi2, w, hi3));
-            const __m512i   h0 = _mm512_unpacklo_epi8(lo, hi), h1 = _mm512_unpackhi_epi8(lo, hi);
-            const __m512    d  = _mm512_set1_ps(oscar_scale_avx2(b));
-            float *         yb = y + (r * per_row + ib) * OSCAR_QK;
-            _mm512_storeu_ps(yb,      _mm512_mul_ps(d, _mm512_cvtph_ps(_mm512_castsi512_si256(h0))));
-            _mm512_storeu_ps(yb + 16, _mm512_mul_ps(d, _mm512_cvtph_ps(_mm512_castsi512_si256(h1))));
-            _mm512_storeu_ps(yb + 32, _mm512_mul_ps(d, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h0, 1))));
-            _mm512_storeu_ps(yb + 48, _mm512_mul_ps(d, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h1, 1))));
+            __m512  x[4];
+            float * yb = y + (r * per_row + ib) * OSCAR_QK;
+            oscar_vbmi_block(&t, in[r] + ib * nbytes, x);
+            for (int c = 0; c < 4; c++) _mm512_storeu_ps(yb + 16 * c, x[c]);
         }
     }
 }
@@ -326,10 +293,13 @@ static void tcq_decode_rows(int s, const uint8_t * const * in, int64_t nrows, in
         return;
     }
     if (oscar_have_avx2()) {
-        for (int64_t r = 0; r < nrows; r++) {
+        for (int64_t r = 0; r < nrows; r++) {  // the width chosen outside the block loop (inlined for it)
             float * yr = y + r * per_row * OSCAR_QK;
-            if (s == 2) { for (int64_t ib = 0; ib < per_row; ib++) tcq2_decode_block_avx2(in[r] + ib * nbytes, yr + ib * OSCAR_QK); }
-            else        { for (int64_t ib = 0; ib < per_row; ib++) tcq3_decode_block_avx2(in[r] + ib * nbytes, yr + ib * OSCAR_QK); }
+            if (s == 2) {
+                for (int64_t ib = 0; ib < per_row; ib++) tcq2_decode_block_avx2(in[r] + ib * nbytes, yr + ib * OSCAR_QK);
+            } else {
+                for (int64_t ib = 0; ib < per_row; ib++) tcq3_decode_block_avx2(in[r] + ib * nbytes, yr + ib * OSCAR_QK);
+            }
         }
         return;
     }

@@ -1,10 +1,11 @@
 // The CPU attention kernel alone (native/oscar_attn.c), one decode step of one layer at SmolLM2's shape: 3 KV heads of
-// 64 elements, 3 query heads each (one query row), ROWS cached rows of TYPE (2: oscar2, 3: oscar3), each head's rows
-// cut into pieces of OSCAR_ATTN_CHUNK as ggml-cpu cuts them; one thread, best of REPS. Prints one JSON line.
+// 64 elements, 3 query heads each, ROWS cached rows of TYPE (2: oscar2, 3: oscar3); one query row (decode: each
+// head's rows cut into pieces of OSCAR_ATTN_CHUNK as ggml-cpu cuts them) or QROWS of them (a prefill batch that sees
+// every row, oscar_attn_rows); one thread, best of REPS. Prints one JSON line.
 // scripts/cpu_attn_kernel.py compiles it against the native/ of two trees and runs them side by side.
 //
 //     cc -O3 -march=native -Inative scripts/cpu_attn_kernel.c native/oscar.c native/oscar_attn.c native/oscar_tcq.c \
-//        native/oscar_dot.c -lm [-DTILE_DECODE] && ./a.out TYPE ROWS REPS
+//        native/oscar_dot.c -lm [-DTILE_DECODE] && ./a.out TYPE ROWS REPS [QROWS]
 // TILE_DECODE: the tree's oscar_attn_src has k_bits / v_bits (the tile decode); without it the rows go through
 // k_to_float one by one, as before it.
 #include <math.h>
@@ -32,15 +33,16 @@ static float gauss(void) {  // Box-Muller on a 64-bit LCG: the same rows on ever
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s TYPE(2|3) ROWS REPS\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s TYPE(2|3) ROWS REPS [QROWS]\n", argv[0]);
         return 2;
     }
-    const int     bits = atoi(argv[1]), reps = atoi(argv[3]);
+    const int     bits = atoi(argv[1]), reps = atoi(argv[3]), nq = argc == 5 ? atoi(argv[4]) : 1;
     const int64_t n = atoll(argv[2]), D = 64, HKV = 3, G = 3, nb = (int64_t) oscar_block_bytes(bits);
     const oscar_to_float_fn to_float = bits == 2 ? oscar2_dequantize_row : oscar3_dequantize_row;
     char *    k = malloc((size_t) (HKV * n * nb)), * v = malloc((size_t) (HKV * n * nb));
-    float     x[64], q[3 * 64];
+    float     x[64], q[OSCAR_ATTN_QROWS * 3 * 64], out[OSCAR_ATTN_QROWS * 3 * 64];
+    float *   work = malloc(oscar_attn_rows_work(D, D, nq, (int) G, n) * sizeof(float));
     int32_t * rows = malloc((size_t) n * sizeof(int32_t));
     float *   part = malloc((size_t) (G * (2 + D) * oscar_attn_chunks(n)) * sizeof(float));
     float *   scratch = malloc(oscar_attn_scratch(D, D, 1, (int) G) * sizeof(float));
@@ -50,7 +52,7 @@ int main(int argc, char ** argv) {
         for (int d = 0; d < D; d++) x[d] = gauss();
         oscar_quantize_row(bits, x, v + r * nb, D);
     }
-    for (int i = 0; i < G * D; i++) q[i] = gauss();
+    for (int i = 0; i < OSCAR_ATTN_QROWS * G * D; i++) q[i] = gauss();
     for (int64_t r = 0; r < n; r++) rows[r] = (int32_t) r;
     double best = INFINITY, check = 0.0;
     for (int rep = 0; rep < reps; rep++) {
@@ -72,6 +74,11 @@ int main(int argc, char ** argv) {
             qa.h0 = G * h;
             qa.n_head = G * HKV;
             qa.g = (int) G;
+            if (nq > 1) {  // a batch of query rows that all see every row: oscar_attn_rows, as prefill runs it
+                qa.q_row = G * D;
+                oscar_attn_rows(&s, 1, &qa, nq, NULL, out, G * D, D, work);
+                continue;
+            }
             for (int64_t c = 0; c < oscar_attn_chunks(n); c++) {
                 const int64_t lo = c * OSCAR_ATTN_CHUNK, len = n - lo < OSCAR_ATTN_CHUNK ? n - lo : OSCAR_ATTN_CHUNK;
                 oscar_attn_part(&s, 1, rows + lo, len, &qa, 1, part + c * G * (2 + D), scratch);
@@ -80,8 +87,8 @@ int main(int argc, char ** argv) {
         const double dt = now() - t;
         best = dt < best ? dt : best;
     }
-    for (int i = 0; i < 2 + D; i++) check += part[i];  // the last piece of the last head: equal across builds
-    printf("{\"type\": \"oscar%d\", \"rows\": %lld, \"ns_per_row\": %.3f, \"ms_per_layer\": %.4f, \"check\": %.6f}\n",
-           bits, (long long) n, best * 1e9 / (double) (HKV * n), best * 1e3, check);
+    for (int i = 0; i < (nq > 1 ? nq * G * D : 2 + D); i++) check += nq > 1 ? out[i] : part[i];  // equal across builds
+    printf("{\"type\": \"oscar%d\", \"rows\": %lld, \"qrows\": %d, \"ns_per_row\": %.3f, \"ms_per_layer\": %.4f, "
+           "\"check\": %.6f}\n", bits, (long long) n, nq, best * 1e9 / (double) (HKV * n), best * 1e3, check);
     return 0;
 }
