@@ -22,7 +22,14 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// out[r] = K row r . q for 8 rows (dk floats apart): one accumulator per row, in the order of d.
+// out[r] = the sum of a[r]'s 8 lanes, r < 8, by one fixed tree.
+static inline void sums8(const __m256 * a, float * out) {
+    const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31)));
+}
+
+// out[r] = K row r . q for 8 rows (dk floats apart): one 8-lane accumulator per row, in the order of d, then sums8.
 static inline void logits8(const float * k, const float * q, int64_t dk, float * out) {
     __m256 a[8];
     for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
@@ -31,9 +38,7 @@ static inline void logits8(const float * k, const float * q, int64_t dk, float *
         const __m256 qv = _mm256_loadu_ps(q + d);
         for (int r = 0; r < 8; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(k + r * dk + d), qv, a[r]);
     }
-    const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31)));
+    sums8(a, out);
     for (; d < dk; d++) {
         for (int r = 0; r < 8; r++) out[r] += k[r * dk + d] * q[d];
     }
@@ -179,10 +184,10 @@ static inline float exp_tile(const float * s, float m, float * w, int n) {
 #if defined(OSCAR_X86) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512DQ__) && defined(__AVX512VBMI__) && defined(__FMA__) && defined(__F16C__) &&               \
     !defined(OSCAR_NO_AVX512)
-// Compiled for AVX-512 with VBMI: K logits are sums over 16 lanes (logits16), and a tile whose rows all come from
-// one oscar2/oscar3 source, for up to OSCAR_ATTN_FUSED queries, is decoded into registers (oscar_tcq_vbmi.h) and
-// used there (fused_logits, fused_accumulate) instead of through kt and vt: the same operations in the same order,
-// so the same bits either way.
+// Compiled for AVX-512 with VBMI: a tile whose rows all come from one oscar2/oscar3 source, for up to
+// OSCAR_ATTN_FUSED queries, is decoded into registers (oscar_tcq_vbmi.h) and used there (fused_logits,
+// fused_accumulate) instead of through kt and vt: the same operations in the same order, so the same bits either way
+// (16-lane logit sums, an earlier version, moved Gemma 3's KLD by +9 % at 8 chunks: docs/cpu-vbmi-kld).
 #include "oscar_tcq_vbmi.h"
 #define OSCAR_ATTN_FUSED 4
 
@@ -192,48 +197,17 @@ __attribute__((constructor)) static void attn_vbmi_init(void) {
     for (int s = 2; s <= 3; s++) oscar_vbmi_tables_init(&attn_vbmi[s - 2], s, oscar_tcq_codebook(s));
 }
 
-// The 16 rows' sums of a[r]'s lanes, in row order: rows r and r + 8 into the 256-bit halves, then r and r + 4 into
-// 128-bit lanes, then pairs within lanes (lane 4 l + t then holds row (0 2 1 3)[t] + (0 8 4 12)[l]).
-static inline __m512 fold16(const __m512 * a) {
-    __m512 b[8], c[4], e[2];
-    for (int r = 0; r < 8; r++) {
-        b[r] = _mm512_add_ps(_mm512_shuffle_f32x4(a[r], a[r + 8], 0x44), _mm512_shuffle_f32x4(a[r], a[r + 8], 0xee));
-    }
-    for (int r = 0; r < 4; r++) {
-        c[r] = _mm512_add_ps(_mm512_shuffle_f32x4(b[r], b[r + 4], 0x88), _mm512_shuffle_f32x4(b[r], b[r + 4], 0xdd));
-    }
-    for (int r = 0; r < 2; r++) {
-        e[r] = _mm512_add_ps(_mm512_shuffle_ps(c[r], c[r + 2], 0x44), _mm512_shuffle_ps(c[r], c[r + 2], 0xee));
-    }
-    const __m512  f     = _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xdd));
-    const __m512i order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
-    return _mm512_permutexvar_ps(order, f);
-}
-
-// out[r] = K row r . q for the 16 rows of a tile (dk floats apart), 16 lanes a row in the order of d, then fold16.
-static inline void logits16(const float * k, const float * q, int64_t dk, float * out) {
-    __m512 a[OSCAR_ATTN_TILE];
-    for (int r = 0; r < OSCAR_ATTN_TILE; r++) a[r] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < dk; d += 16) {
-        const __mmask16 m  = dk - d >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (dk - d)) - 1);
-        const __m512    qv = _mm512_maskz_loadu_ps(m, q + d);
-        for (int r = 0; r < OSCAR_ATTN_TILE; r++) {
-            a[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, k + r * dk + d), qv, a[r]);
-        }
-    }
-    _mm512_storeu_ps(out, fold16(a));
-}
-
-// logits16 of nu queries qs[u] over the tile's nt rows (rows tr of source a, oscar2/oscar3 K), decoded into
-// registers: out[u 16 + r] (rows nt.. : 0, as kt's zero rows give).
+// logits8 of nu queries qs[u] over the tile's nt rows (rows tr of source a, oscar2/oscar3 K), decoded into
+// registers: out[u 16 + r] (rows nt.. : 0, as kt's zero rows give). The same 8-lane sums in the order of d and the
+// same tree (sums8), so the same bits as logits8 over kt.
 static inline __attribute__((always_inline)) void fused_logits(const oscar_attn_src * a, const int64_t * tr, int nt,
                                                                const float * const * qs, int nu, int64_t dk,
                                                                float * out) {
     const oscar_vbmi_regs t      = oscar_vbmi_load(&attn_vbmi[a->k_bits - 2], a->k_bits);
     const size_t          nbytes = oscar_block_bytes_inline(a->k_bits);
-    __m512 acc[OSCAR_ATTN_FUSED][OSCAR_ATTN_TILE];
+    __m256 acc[OSCAR_ATTN_FUSED][OSCAR_ATTN_TILE];
     for (int u = 0; u < nu; u++) {
-        for (int r = 0; r < OSCAR_ATTN_TILE; r++) acc[u][r] = _mm512_setzero_ps();
+        for (int r = 0; r < OSCAR_ATTN_TILE; r++) acc[u][r] = _mm256_setzero_ps();
     }
     for (int r = 0; r < nt; r++) {
         const uint8_t * row = (const uint8_t *) a->k + tr[r] * (int64_t) a->nbk;
@@ -242,11 +216,16 @@ static inline __attribute__((always_inline)) void fused_logits(const oscar_attn_
             oscar_vbmi_block(&t, row + b * nbytes, x);
             for (int u = 0; u < nu; u++) {
                 const float * qb = qs[u] + b * OSCAR_QK;
-                for (int c = 0; c < 4; c++) acc[u][r] = _mm512_fmadd_ps(x[c], _mm512_loadu_ps(qb + 16 * c), acc[u][r]);
+                for (int c = 0; c < 4; c++) {
+                    acc[u][r] = _mm256_fmadd_ps(_mm512_castps512_ps256(x[c]), _mm256_loadu_ps(qb + 16 * c), acc[u][r]);
+                    acc[u][r] = _mm256_fmadd_ps(_mm512_extractf32x8_ps(x[c], 1), _mm256_loadu_ps(qb + 16 * c + 8), acc[u][r]);
+                }
             }
         }
     }
-    for (int u = 0; u < nu; u++) _mm512_storeu_ps(out + u * OSCAR_ATTN_TILE, fold16(acc[u]));
+    for (int u = 0; u < nu; u++) {
+        for (int r = 0; r < OSCAR_ATTN_TILE; r += 8) sums8(acc[u] + r, out + u * OSCAR_ATTN_TILE + r);
+    }
 }
 
 // accumulate (o[u] = f[u] o[u] + sum_r w[u 16 + r] V row r, rows of weight 0 skipped) for the nu queries with
@@ -431,11 +410,7 @@ void oscar_attn_part(const oscar_attn_src * src, int nsrc, const int32_t * rows,
                 float * su = s + (i * g + j) * OSCAR_ATTN_TILE;
                 const float * qij = q + i * q_row + j * q_head;
                 const float sl = slope[j];
-#ifdef OSCAR_ATTN_FUSED
-                if (!fused) logits16(kt, qij, dk, su);
-#else
-                for (int r = 0; r < OSCAR_ATTN_TILE; r += 8) logits8(kt + r * dk, qij, dk, su + r);
-#endif
+                for (int r = 0; !fused && r < OSCAR_ATTN_TILE; r += 8) logits8(kt + r * dk, qij, dk, su + r);
                 for (int r = 0; r < nt; r++) {  // (a loop over the whole tile, vectorized, made batches 12 % slower)
                     float l = su[r] * kq_scale;
                     if (softcap != 0.0f) {
