@@ -58,15 +58,18 @@ static inline float dot_row4(const void * x, const float * y, int64_t n) {
 
 #endif
 
-// oscar2, oscar3 (the trellis codes): each block decoded by oscar_dequantize_row (the fastest path on this machine),
-// then dotted.
+// oscar2, oscar3 (the trellis codes): up to TCQ_DOT_BLOCKS blocks decoded by one oscar_dequantize_row call (the
+// decoder's set-up, the AVX-512 tables, once a call), then each block dotted in order.
+#define TCQ_DOT_BLOCKS 16
 static float tcq_dot_row(int bits, const void * x, const float * y, int64_t n) {
     const uint8_t * in     = (const uint8_t *) x;
     const size_t    nbytes = oscar_block_bytes_inline(bits);
-    float sum = 0.0f, v[OSCAR_QK];
-    for (int64_t ib = 0; ib < n / OSCAR_QK; ib++) {
-        oscar_dequantize_row(bits, in + ib * nbytes, v, OSCAR_QK);
-        sum += dot64(v, y + ib * OSCAR_QK);
+    const int64_t   nb     = n / OSCAR_QK;
+    float sum = 0.0f, v[TCQ_DOT_BLOCKS * OSCAR_QK];
+    for (int64_t b0 = 0; b0 < nb; b0 += TCQ_DOT_BLOCKS) {
+        const int64_t m = nb - b0 < TCQ_DOT_BLOCKS ? nb - b0 : TCQ_DOT_BLOCKS;
+        oscar_dequantize_row(bits, in + b0 * nbytes, v, m * OSCAR_QK);
+        for (int64_t i = 0; i < m; i++) sum += dot64(v + i * OSCAR_QK, y + (b0 + i) * OSCAR_QK);
     }
     return sum;
 }

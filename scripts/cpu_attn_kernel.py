@@ -17,6 +17,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from oscar_gguf.bench import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ["oscar.c", "oscar_attn.c", "oscar_tcq.c", "oscar_dot.c"]
 BITS = {"oscar2": 2.25, "oscar3": 3.25}  # the main cache's bits per element (this kernel has no f16 tier)
@@ -26,13 +28,6 @@ def build(native: Path, exe: Path, flags: list[str]) -> None:
     tile = ["-DTILE_DECODE"] if "k_bits" in (native / "oscar.h").read_text() else []
     subprocess.run(["cc", "-O3", *flags, *tile, f"-I{native}", str(ROOT / "scripts" / "cpu_attn_kernel.c"),
                     *(str(native / s) for s in SOURCES), "-lm", "-o", str(exe)], check=True)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> int:
